@@ -1,0 +1,47 @@
+// Opening a model from disk, whatever its format: a .gguf file or a Hugging
+// Face directory (config.json + safetensors). The result names every tensor by
+// its Hugging Face name and layout, so one model definition serves both
+// formats (GGUF's llama Q/K row permutation is undone here).
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "engine/model/gguf_file.h"
+#include "engine/model/host_tensor.h"
+#include "engine/model/model_config.h"
+
+namespace polar {
+
+struct Checkpoint {
+  std::string path;    // what was opened
+  std::string format;  // "gguf", "safetensors" or "synthetic"
+  ModelConfig config;
+  // Hugging Face names, e.g. "model.layers.3.self_attn.q_proj.weight",
+  // "model.decoder.layers.3.fc1.bias", "lm_head.weight" (absent when tied).
+  absl::flat_hash_map<std::string, HostTensor> tensors;
+  // Tokenizer sources: the GGUF (its metadata) or a tokenizer.json path.
+  std::shared_ptr<const GgufFile> gguf;
+  std::string tokenizer_json_path;
+
+  const HostTensor* Find(const std::string& name) const;
+};
+
+// Opens a .gguf file or a directory holding config.json + safetensors and
+// checks every tensor the architecture needs against the config.
+absl::StatusOr<Checkpoint> OpenCheckpoint(const std::string& path);
+
+// The model config described by a GGUF's metadata (llama family).
+absl::StatusOr<ModelConfig> ConfigFromGguf(const GgufFile& gguf);
+
+// Every tensor the config's architecture needs, with its expected shape
+// (Hugging Face names). Used to validate checkpoints and to synthesize models.
+std::vector<std::pair<std::string, std::vector<int64_t>>> ExpectedTensors(const ModelConfig& config);
+
+// Checks presence and shape of every expected tensor; errors name the tensor.
+absl::Status ValidateTensors(const Checkpoint& checkpoint);
+
+}  // namespace polar
