@@ -37,6 +37,22 @@ absl::StatusOr<Checkpoint> OpenCheckpoint(const std::string& path);
 // The model config described by a GGUF's metadata (llama family).
 absl::StatusOr<ModelConfig> ConfigFromGguf(const GgufFile& gguf);
 
+// A checkpoint from an already opened GGUF: config from its metadata, tensors
+// renamed to Hugging Face names, Q/K rows back in Hugging Face order, checked
+// with ValidateTensors. OpenCheckpoint uses it for .gguf paths.
+absl::StatusOr<Checkpoint> CheckpointFromGguf(std::shared_ptr<const GgufFile> gguf);
+
+// The Hugging Face name of a GGUF tensor ("blk.3.attn_q.weight" ->
+// "model.layers.3.self_attn.q_proj.weight"); empty when it has none.
+std::string HfNameForGgufTensor(const std::string& gguf_name);
+
+// Undoes llama.cpp's convert-time Q/K row permutation: GGUF stores each head's
+// rows interleaved (pairs for GGML's adjacent-pair RoPE); Hugging Face stores
+// the first halves of the pairs, then the second halves (rotate_half RoPE).
+// `tensor` is [n_head * head_dim, ...] (a weight or a bias) in any dtype; whole
+// rows move, so quantized blocks stay intact. Returns an owned tensor.
+absl::StatusOr<HostTensor> UnpermuteGgufQkRows(const HostTensor& tensor, int64_t n_head);
+
 // Every tensor the config's architecture needs, with its expected shape
 // (Hugging Face names). Used to validate checkpoints and to synthesize models.
 std::vector<std::pair<std::string, std::vector<int64_t>>> ExpectedTensors(const ModelConfig& config);

@@ -66,6 +66,11 @@ class GgufFile {
 
  private:
   GgufFile() = default;
+  // Shared by Open and FromBuffer: parses `bytes`, which `mapping` (may be
+  // null) keeps alive.
+  static absl::StatusOr<std::shared_ptr<const GgufFile>> Parse(std::span<const uint8_t> bytes,
+                                                               std::string source,
+                                                               std::shared_ptr<const void> mapping);
   std::string source_;
   uint32_t version_ = 0;
   uint64_t alignment_ = 32;

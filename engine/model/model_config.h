@@ -73,5 +73,7 @@ absl::StatusOr<ModelConfig> ParseHfConfig(const std::string& json_text, const st
 
 // Writes a Hugging Face config.json text that ParseHfConfig (and transformers) read back.
 std::string ToHfConfigJson(const ModelConfig& config);
+// The same, naming the stored weights' dtype ("float32", "float16", "bfloat16").
+std::string ToHfConfigJson(const ModelConfig& config, const std::string& torch_dtype);
 
 }  // namespace polar

@@ -34,6 +34,9 @@ class SafetensorsFile {
     DType dtype;
     std::vector<int64_t> shape;
     uint64_t begin, end;  // byte range inside the data section
+    // Non-empty when the tensor is stored in a dtype Polar cannot read (I8,
+    // F64, ...): the file still opens, and Tensor() names it in its error.
+    std::string unsupported_dtype;
   };
   SafetensorsFile() = default;
   std::string source_;

@@ -1,0 +1,122 @@
+// The Backend interface: the operations one transformer step is made of, at
+// the granularity worth fusing on a GPU. Each architecture's forward pass
+// (engine/model/llama.cc, opt.cc) is written once against it; cpu/ implements
+// it with kernels/cpu and OpenBLAS, cuda/ with kernels/cuda.
+//
+// Tensors are backend-owned buffers allocated once at start (weights, KV
+// blocks, per-step scratch sized for the largest step); a step allocates
+// nothing. Row-major 2-D views: a [tokens, heads * head_dim] activation is
+// rows = tokens, cols = heads * head_dim.
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "engine/model/host_tensor.h"
+
+namespace polar {
+
+struct Tensor {
+  void* data = nullptr;
+  DType dtype = DType::kF32;
+  int64_t rows = 0;
+  int64_t cols = 0;
+
+  bool empty() const { return data == nullptr; }
+  int64_t size() const { return rows * cols; }
+  // The first `n` rows of this tensor (a view; scratch buffers are sized for
+  // the largest step and used for smaller ones).
+  Tensor FirstRows(int64_t n) const { return Tensor{data, dtype, n, cols}; }
+};
+
+// Shape of the paged KV cache: per layer, K and V pools of
+// [num_blocks, block_size, num_kv_heads, head_dim].
+struct KvCacheLayout {
+  int64_t num_layers = 0;
+  int64_t num_blocks = 0;
+  int64_t block_size = 16;
+  int64_t num_kv_heads = 0;
+  int64_t head_dim = 0;
+
+  int64_t BytesPerBlock(int64_t bytes_per_element) const {
+    return 2 * num_layers * block_size * num_kv_heads * head_dim * bytes_per_element;
+  }
+};
+
+// Everything one step needs to know about its batch, in host memory. Built by
+// the runtime; its vectors keep their capacity across steps.
+struct StepBatch {
+  std::vector<int32_t> token_ids;     // [num_tokens] new tokens of all sequences, by sequence
+  std::vector<int32_t> positions;     // [num_tokens] their positions in their sequence
+  std::vector<int64_t> kv_slots;      // [num_tokens] cache slot = block * block_size + offset
+  std::vector<int32_t> q_indptr;      // [num_seqs + 1] token rows of each sequence
+  std::vector<int32_t> context_lens;  // [num_seqs] KV length after this step
+  std::vector<int32_t> block_indptr;  // [num_seqs + 1]
+  std::vector<int32_t> block_ids;     // [block_indptr.back()] block tables, concatenated
+  std::vector<int32_t> logit_rows;    // token rows whose logits the step returns
+
+  int64_t num_tokens() const { return static_cast<int64_t>(token_ids.size()); }
+  int64_t num_seqs() const { return static_cast<int64_t>(context_lens.size()); }
+  void Clear();
+  // Checks index ranges against the cache; a malformed batch is a bug in the
+  // runtime, but the check keeps it from reading out of bounds.
+  absl::Status Validate(const KvCacheLayout& kv) const;
+};
+
+struct AttentionParams {
+  int64_t num_q_heads = 0;
+  int64_t num_kv_heads = 0;
+  int64_t head_dim = 0;
+  float scale = 1.0f;
+  int64_t sliding_window = 0;  // 0 = full causal attention
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string_view name() const = 0;
+
+  // ---- set-up (once) ----
+  // Copies/converts a weight into the backend's compute layout.
+  virtual absl::StatusOr<Tensor> UploadWeight(const HostTensor& weight) = 0;
+  // A float buffer of [rows, cols] owned by the backend, for activations.
+  virtual absl::StatusOr<Tensor> AllocateScratch(int64_t rows, int64_t cols) = 0;
+  virtual absl::Status AllocateKvCache(const KvCacheLayout& layout) = 0;
+  virtual const KvCacheLayout& kv_layout() const = 0;
+
+  // ---- one step ----
+  // Makes the step's indices available to the operations below.
+  virtual absl::Status BeginStep(const StepBatch& step) = 0;
+  // out[t] = table[token_ids[t]]. table: [vocab, dim]; out: [num_tokens, dim].
+  virtual void Embedding(const Tensor& table, Tensor out) = 0;
+  // x[t] += table[positions[t] + offset]. table: [max_positions, dim] (OPT).
+  virtual void AddPositionEmbedding(const Tensor& table, int64_t offset, Tensor x) = 0;
+  virtual void RmsNorm(const Tensor& x, const Tensor& weight, float eps, Tensor out) = 0;
+  virtual void LayerNorm(const Tensor& x, const Tensor& weight, const Tensor& bias, float eps,
+                         Tensor out) = 0;
+  // out = x · wᵀ + bias (+ out if accumulate). w: [out_features, in]; bias may be empty.
+  virtual void Linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor out,
+                      bool accumulate = false) = 0;
+  // Rotates x: [num_tokens, num_heads * head_dim] in place at the step's positions.
+  // inv_freq: [rotary_dim / 2] fp32 (carries rope scaling).
+  virtual void Rope(Tensor x, int64_t num_heads, int64_t head_dim, const Tensor& inv_freq) = 0;
+  // Writes this step's K and V ([num_tokens, num_kv_heads * head_dim]) to `layer`'s cache.
+  virtual void AppendKv(int64_t layer, const Tensor& k, const Tensor& v) = 0;
+  // Causal attention of q ([num_tokens, num_q_heads * head_dim]) over `layer`'s cache.
+  virtual void Attention(int64_t layer, const Tensor& q, const AttentionParams& params,
+                         Tensor out) = 0;
+  // out = silu(gate) * up, gate_up: [rows, 2 * width] (gate first), out: [rows, width].
+  virtual void SiluMul(const Tensor& gate_up, Tensor out) = 0;
+  virtual void Relu(Tensor x) = 0;
+  // a += b (same shape).
+  virtual void Add(Tensor a, const Tensor& b) = 0;
+  // out[i] = x[step.logit_rows[i]].
+  virtual void GatherLogitRows(const Tensor& x, Tensor out) = 0;
+  // Copies a float tensor to host memory (dst holds rows * cols floats).
+  virtual absl::Status CopyToHost(const Tensor& src, float* dst) = 0;
+};
+
+}  // namespace polar

@@ -1,0 +1,149 @@
+// See cpu_backend.h.
+#include "engine/backend/cpu/cpu_backend.h"
+
+#include <cstring>
+#include <deque>
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "kernels/cpu/activation.h"
+#include "kernels/cpu/gemm.h"
+#include "kernels/cpu/norm.h"
+#include "kernels/cpu/paged_attention.h"
+#include "kernels/cpu/rope.h"
+
+namespace polar {
+namespace {
+
+float* F32(const Tensor& t) { return static_cast<float*>(t.data); }
+
+class CpuBackend final : public Backend {
+ public:
+  std::string_view name() const override { return "cpu"; }
+
+  absl::StatusOr<Tensor> UploadWeight(const HostTensor& weight) override {
+    absl::StatusOr<std::vector<float>> values = ToF32(weight);
+    if (!values.ok()) return values.status();
+    const int64_t cols = weight.shape.empty() ? 1 : weight.shape.back();
+    const int64_t rows = cols == 0 ? 0 : static_cast<int64_t>(values->size()) / cols;
+    buffers_.push_back(std::move(*values));
+    return Tensor{buffers_.back().data(), DType::kF32, rows, cols};
+  }
+
+  absl::StatusOr<Tensor> AllocateScratch(int64_t rows, int64_t cols) override {
+    if (rows < 0 || cols < 0) return absl::InvalidArgumentError("negative scratch size");
+    buffers_.emplace_back(static_cast<size_t>(rows * cols), 0.0f);
+    return Tensor{buffers_.back().data(), DType::kF32, rows, cols};
+  }
+
+  absl::Status AllocateKvCache(const KvCacheLayout& layout) override {
+    layout_ = layout;
+    const int64_t per_layer = layout.num_blocks * layout.block_size * layout.num_kv_heads * layout.head_dim;
+    k_cache_.assign(layout.num_layers, {});
+    v_cache_.assign(layout.num_layers, {});
+    for (int64_t l = 0; l < layout.num_layers; ++l) {
+      k_cache_[l].assign(per_layer, 0.0f);
+      v_cache_[l].assign(per_layer, 0.0f);
+    }
+    return absl::OkStatus();
+  }
+  const KvCacheLayout& kv_layout() const override { return layout_; }
+
+  absl::Status BeginStep(const StepBatch& step) override {
+    if (absl::Status s = step.Validate(layout_); !s.ok()) return s;
+    step_ = &step;
+    return absl::OkStatus();
+  }
+
+  void Embedding(const Tensor& table, Tensor out) override {
+    const int64_t dim = table.cols;
+    for (int64_t t = 0; t < out.rows; ++t) {
+      std::memcpy(F32(out) + t * dim, F32(table) + step_->token_ids[t] * dim, sizeof(float) * dim);
+    }
+  }
+
+  void AddPositionEmbedding(const Tensor& table, int64_t offset, Tensor x) override {
+    const int64_t dim = table.cols;
+    for (int64_t t = 0; t < x.rows; ++t) {
+      kernels::cpu::AddInPlace(F32(x) + t * dim, F32(table) + (step_->positions[t] + offset) * dim, dim);
+    }
+  }
+
+  void RmsNorm(const Tensor& x, const Tensor& weight, float eps, Tensor out) override {
+    kernels::cpu::RmsNorm(F32(x), F32(weight), x.rows, x.cols, eps, F32(out));
+  }
+
+  void LayerNorm(const Tensor& x, const Tensor& weight, const Tensor& bias, float eps,
+                 Tensor out) override {
+    kernels::cpu::LayerNorm(F32(x), F32(weight), F32(bias), x.rows, x.cols, eps, F32(out));
+  }
+
+  void Linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor out,
+              bool accumulate) override {
+    kernels::cpu::Linear(F32(x), F32(w), bias.empty() ? nullptr : F32(bias), x.rows, x.cols, w.rows,
+                         F32(out), accumulate);
+  }
+
+  void Rope(Tensor x, int64_t num_heads, int64_t head_dim, const Tensor& inv_freq) override {
+    kernels::cpu::ApplyRope(F32(x), step_->positions.data(), x.rows, num_heads, head_dim,
+                            inv_freq.cols * 2, F32(inv_freq));
+  }
+
+  void AppendKv(int64_t layer, const Tensor& k, const Tensor& v) override {
+    kernels::cpu::AppendKv(F32(k), F32(v), step_->kv_slots.data(), k.rows, k.cols,
+                           k_cache_[layer].data(), v_cache_[layer].data());
+  }
+
+  void Attention(int64_t layer, const Tensor& q, const AttentionParams& params, Tensor out) override {
+    kernels::cpu::PagedAttentionParams p;
+    p.q = F32(q);
+    p.k_cache = k_cache_[layer].data();
+    p.v_cache = v_cache_[layer].data();
+    p.out = F32(out);
+    p.num_seqs = step_->num_seqs();
+    p.num_q_heads = params.num_q_heads;
+    p.num_kv_heads = params.num_kv_heads;
+    p.head_dim = params.head_dim;
+    p.block_size = layout_.block_size;
+    p.q_indptr = step_->q_indptr.data();
+    p.context_lens = step_->context_lens.data();
+    p.block_indptr = step_->block_indptr.data();
+    p.block_ids = step_->block_ids.data();
+    p.scale = params.scale;
+    p.sliding_window = params.sliding_window;
+    kernels::cpu::PagedAttention(p);
+  }
+
+  void SiluMul(const Tensor& gate_up, Tensor out) override {
+    kernels::cpu::SiluMul(F32(gate_up), gate_up.rows, out.cols, F32(out));
+  }
+
+  void Relu(Tensor x) override { kernels::cpu::Relu(F32(x), x.size()); }
+
+  void Add(Tensor a, const Tensor& b) override { kernels::cpu::AddInPlace(F32(a), F32(b), a.size()); }
+
+  void GatherLogitRows(const Tensor& x, Tensor out) override {
+    for (size_t i = 0; i < step_->logit_rows.size(); ++i) {
+      std::memcpy(F32(out) + i * x.cols, F32(x) + step_->logit_rows[i] * x.cols, sizeof(float) * x.cols);
+    }
+  }
+
+  absl::Status CopyToHost(const Tensor& src, float* dst) override {
+    std::memcpy(dst, src.data, sizeof(float) * src.size());
+    return absl::OkStatus();
+  }
+
+ private:
+  // A deque keeps element addresses stable as buffers are added.
+  std::deque<std::vector<float>> buffers_;
+  KvCacheLayout layout_;
+  std::vector<std::vector<float>> k_cache_;  // per layer: [num_blocks, block_size, n_kv_heads, head_dim]
+  std::vector<std::vector<float>> v_cache_;
+  const StepBatch* step_ = nullptr;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> CreateCpuBackend() { return std::make_unique<CpuBackend>(); }
+
+}  // namespace polar

@@ -1,0 +1,163 @@
+// The OPT forward pass: learned positions (looked up at position + 2, OPT's
+// offset), LayerNorm, MHA with biases, ReLU MLP with biases. Supports the small
+// OPTs' projection dims (word_embed_proj_dim != hidden: project_in/out) and
+// post-LN layers (do_layer_norm_before = false, as in opt-350m).
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "engine/model/transformer.h"
+
+namespace polar::internal {
+namespace {
+
+struct OptLayer {
+  Tensor attn_ln_w, attn_ln_b, wq, bq, wk, bk, wv, bv, wo, bo;
+  Tensor mlp_ln_w, mlp_ln_b, fc1, b1, fc2, b2;
+};
+
+class OptModel final : public TransformerModel {
+ public:
+  OptModel(const ModelConfig& config, Backend& backend) : config_(config), backend_(backend) {}
+  const ModelConfig& config() const override { return config_; }
+
+  absl::Status Init(const Checkpoint& checkpoint, int64_t max_tokens) {
+    WeightUploader up(checkpoint, backend_);
+    auto load = [&](const std::string& name, Tensor& dst) -> absl::Status {
+      absl::StatusOr<Tensor> t = up.Upload(name);
+      if (!t.ok()) return t.status();
+      dst = *t;
+      return absl::OkStatus();
+    };
+    const std::string d = "model.decoder.";
+    if (auto s = load(d + "embed_tokens.weight", embed_); !s.ok()) return s;
+    if (auto s = load(d + "embed_positions.weight", positions_); !s.ok()) return s;
+    has_projection_ = config_.word_embed_proj_dim != 0 && config_.word_embed_proj_dim != config_.hidden_size;
+    if (has_projection_) {
+      if (auto s = load(d + "project_in.weight", project_in_); !s.ok()) return s;
+      if (auto s = load(d + "project_out.weight", project_out_); !s.ok()) return s;
+    }
+    has_final_ln_ = up.Has(d + "final_layer_norm.weight");
+    if (has_final_ln_) {
+      if (auto s = load(d + "final_layer_norm.weight", final_ln_w_); !s.ok()) return s;
+      if (auto s = load(d + "final_layer_norm.bias", final_ln_b_); !s.ok()) return s;
+    }
+    if (up.Has("lm_head.weight") && !config_.tie_word_embeddings) {
+      if (auto s = load("lm_head.weight", lm_head_); !s.ok()) return s;
+    } else {
+      lm_head_ = embed_;
+    }
+    layers_.resize(config_.num_layers);
+    for (int64_t l = 0; l < config_.num_layers; ++l) {
+      const std::string p = absl::StrCat(d, "layers.", l, ".");
+      OptLayer& L = layers_[l];
+      for (auto [name, dst] : {std::pair{"self_attn_layer_norm.weight", &L.attn_ln_w},
+                               {"self_attn_layer_norm.bias", &L.attn_ln_b},
+                               {"self_attn.q_proj.weight", &L.wq}, {"self_attn.q_proj.bias", &L.bq},
+                               {"self_attn.k_proj.weight", &L.wk}, {"self_attn.k_proj.bias", &L.bk},
+                               {"self_attn.v_proj.weight", &L.wv}, {"self_attn.v_proj.bias", &L.bv},
+                               {"self_attn.out_proj.weight", &L.wo}, {"self_attn.out_proj.bias", &L.bo},
+                               {"final_layer_norm.weight", &L.mlp_ln_w},
+                               {"final_layer_norm.bias", &L.mlp_ln_b}, {"fc1.weight", &L.fc1},
+                               {"fc1.bias", &L.b1}, {"fc2.weight", &L.fc2}, {"fc2.bias", &L.b2}}) {
+        if (auto s = load(p + name, *dst); !s.ok()) return s;
+      }
+    }
+    const int64_t h = config_.hidden_size;
+    const int64_t proj = has_projection_ ? config_.word_embed_proj_dim : h;
+    for (auto [dst, rows, cols] :
+         {std::tuple{&x_, max_tokens, h}, {&h_, max_tokens, h}, {&q_, max_tokens, h},
+          {&k_, max_tokens, h}, {&v_, max_tokens, h}, {&attn_, max_tokens, h},
+          {&mlp_, max_tokens, config_.intermediate_size}, {&embed_out_, max_tokens, proj},
+          {&last_, max_tokens, h}, {&last_proj_, max_tokens, proj},
+          {&logits_, max_tokens, config_.vocab_size}}) {
+      absl::StatusOr<Tensor> t = backend_.AllocateScratch(rows, cols);
+      if (!t.ok()) return t.status();
+      *dst = *t;
+    }
+    attention_.num_q_heads = config_.num_heads;
+    attention_.num_kv_heads = config_.num_kv_heads;
+    attention_.head_dim = config_.head_dim;
+    attention_.scale = 1.0f / std::sqrt(static_cast<float>(config_.head_dim));
+    return absl::OkStatus();
+  }
+
+  absl::Status Forward(const StepBatch& step, float* logits) override {
+    const int64_t n = step.num_tokens();
+    const int64_t n_out = static_cast<int64_t>(step.logit_rows.size());
+    if (n > x_.rows || n_out > logits_.rows) {
+      return absl::InvalidArgumentError(absl::StrCat("step of ", n, " tokens exceeds the ", x_.rows,
+                                                     " the model was set up for"));
+    }
+    Backend& b = backend_;
+    const float eps = config_.norm_eps;
+    const bool pre_ln = config_.do_layer_norm_before;
+    Tensor x = x_.FirstRows(n), h = h_.FirstRows(n), q = q_.FirstRows(n), k = k_.FirstRows(n),
+           v = v_.FirstRows(n), attn = attn_.FirstRows(n), mlp = mlp_.FirstRows(n);
+    if (has_projection_) {
+      Tensor e = embed_out_.FirstRows(n);
+      b.Embedding(embed_, e);
+      b.Linear(e, project_in_, Tensor{}, x);
+    } else {
+      b.Embedding(embed_, x);
+    }
+    b.AddPositionEmbedding(positions_, config_.position_offset, x);
+    for (int64_t l = 0; l < config_.num_layers; ++l) {
+      const OptLayer& L = layers_[l];
+      // Pre-LN normalizes the sublayer input; post-LN feeds the residual
+      // stream itself and normalizes after the residual add.
+      Tensor in = x;
+      if (pre_ln) {
+        b.LayerNorm(x, L.attn_ln_w, L.attn_ln_b, eps, h);
+        in = h;
+      }
+      b.Linear(in, L.wq, L.bq, q);
+      b.Linear(in, L.wk, L.bk, k);
+      b.Linear(in, L.wv, L.bv, v);
+      b.AppendKv(l, k, v);
+      b.Attention(l, q, attention_, attn);
+      b.Linear(attn, L.wo, L.bo, x, /*accumulate=*/true);
+      if (!pre_ln) b.LayerNorm(x, L.attn_ln_w, L.attn_ln_b, eps, x);
+      in = x;
+      if (pre_ln) {
+        b.LayerNorm(x, L.mlp_ln_w, L.mlp_ln_b, eps, h);
+        in = h;
+      }
+      b.Linear(in, L.fc1, L.b1, mlp);
+      b.Relu(mlp);
+      b.Linear(mlp, L.fc2, L.b2, x, /*accumulate=*/true);
+      if (!pre_ln) b.LayerNorm(x, L.mlp_ln_w, L.mlp_ln_b, eps, x);
+    }
+    Tensor last = last_.FirstRows(n_out), out = logits_.FirstRows(n_out);
+    b.GatherLogitRows(x, last);
+    if (has_final_ln_) b.LayerNorm(last, final_ln_w_, final_ln_b_, eps, last);
+    if (has_projection_) {
+      Tensor projected = last_proj_.FirstRows(n_out);
+      b.Linear(last, project_out_, Tensor{}, projected);
+      b.Linear(projected, lm_head_, Tensor{}, out);
+    } else {
+      b.Linear(last, lm_head_, Tensor{}, out);
+    }
+    return b.CopyToHost(out, logits);
+  }
+
+ private:
+  ModelConfig config_;
+  Backend& backend_;
+  bool has_projection_ = false, has_final_ln_ = false;
+  Tensor embed_, positions_, project_in_, project_out_, final_ln_w_, final_ln_b_, lm_head_;
+  std::vector<OptLayer> layers_;
+  AttentionParams attention_;
+  // Scratch, [max_step_tokens, *].
+  Tensor x_, h_, q_, k_, v_, attn_, mlp_, embed_out_, last_, last_proj_, logits_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<TransformerModel>> CreateOpt(const Checkpoint& checkpoint,
+                                                            Backend& backend, int64_t max_step_tokens) {
+  auto model = std::make_unique<OptModel>(checkpoint.config, backend);
+  if (absl::Status s = model->Init(checkpoint, max_step_tokens); !s.ok()) return s;
+  return model;
+}
+
+}  // namespace polar::internal

@@ -1,0 +1,96 @@
+// See transformer.h: architecture dispatch, RoPE frequencies, weight upload.
+#include "engine/model/transformer.h"
+
+#include <cmath>
+#include <numbers>
+
+#include "absl/strings/str_cat.h"
+
+namespace polar {
+
+absl::StatusOr<std::unique_ptr<TransformerModel>> CreateTransformer(const Checkpoint& checkpoint,
+                                                                    Backend& backend,
+                                                                    int64_t max_step_tokens) {
+  if (absl::Status s = checkpoint.config.Validate(); !s.ok()) return s;
+  if (max_step_tokens < 1) return absl::InvalidArgumentError("max_step_tokens must be >= 1");
+  switch (checkpoint.config.family) {
+    case ArchFamily::kLlama:
+      return internal::CreateLlama(checkpoint, backend, max_step_tokens);
+    case ArchFamily::kOpt:
+      return internal::CreateOpt(checkpoint, backend, max_step_tokens);
+  }
+  return absl::InternalError("unknown architecture family");
+}
+
+std::vector<float> RopeInverseFrequencies(const ModelConfig& config) {
+  const int64_t dim = config.head_dim;
+  std::vector<float> inv_freq(dim / 2);
+  for (int64_t i = 0; i < dim / 2; ++i) {
+    const float exponent = static_cast<float>(2 * i) / static_cast<float>(dim);
+    inv_freq[i] = 1.0f / std::pow(config.rope_theta, exponent);
+  }
+  const RopeScaling& s = config.rope_scaling;
+  if (s.type == RopeScalingType::kLinear) {
+    for (float& f : inv_freq) f /= s.factor;
+  } else if (s.type == RopeScalingType::kLlama3) {
+    // LLaMA-3.1: long wavelengths are slowed by `factor`, short ones kept, and
+    // the band between is interpolated smoothly.
+    const float old_len = static_cast<float>(s.original_max_position_embeddings);
+    const float low_freq_wavelen = old_len / s.low_freq_factor;
+    const float high_freq_wavelen = old_len / s.high_freq_factor;
+    for (float& f : inv_freq) {
+      const float wavelen = 2.0f * std::numbers::pi_v<float> / f;
+      if (wavelen < high_freq_wavelen) continue;
+      if (wavelen > low_freq_wavelen) {
+        f /= s.factor;
+        continue;
+      }
+      const float smooth =
+          (old_len / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+      f = (1.0f - smooth) * f / s.factor + smooth * f;
+    }
+  }
+  return inv_freq;
+}
+
+namespace internal {
+
+absl::StatusOr<Tensor> WeightUploader::Upload(const std::string& name) {
+  const HostTensor* t = checkpoint_.Find(name);
+  if (t == nullptr) {
+    return absl::NotFoundError(absl::StrCat(checkpoint_.path, ": missing tensor ", name));
+  }
+  absl::StatusOr<Tensor> uploaded = backend_.UploadWeight(*t);
+  if (!uploaded.ok()) {
+    return absl::Status(uploaded.status().code(),
+                        absl::StrCat(checkpoint_.path, ": tensor ", name, ": ",
+                                     uploaded.status().message()));
+  }
+  return uploaded;
+}
+
+absl::StatusOr<Tensor> WeightUploader::UploadStacked(const std::vector<std::string>& names) {
+  std::vector<float> stacked;
+  int64_t rows = 0, cols = -1;
+  for (const std::string& name : names) {
+    const HostTensor* t = checkpoint_.Find(name);
+    if (t == nullptr) {
+      return absl::NotFoundError(absl::StrCat(checkpoint_.path, ": missing tensor ", name));
+    }
+    if (t->shape.size() != 2 || (cols >= 0 && t->shape[1] != cols)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(checkpoint_.path, ": tensor ", name, " has shape ", t->ShapeString(),
+                       ", cannot stack"));
+    }
+    cols = t->shape[1];
+    rows += t->shape[0];
+    absl::StatusOr<std::vector<float>> values = ToF32(*t);
+    if (!values.ok()) return values.status();
+    stacked.insert(stacked.end(), values->begin(), values->end());
+  }
+  return backend_.UploadWeight(MakeOwnedF32(absl::StrCat(names.front(), "+stacked"), {rows, cols},
+                                            std::move(stacked)));
+}
+
+}  // namespace internal
+}  // namespace polar

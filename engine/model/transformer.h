@@ -1,0 +1,59 @@
+// A transformer's forward pass over one step of a batch (prefill chunks and
+// decode tokens of many sequences together), written once per architecture
+// against the Backend interface: llama.cc (LLaMA family) and opt.cc (OPT).
+#pragma once
+
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "engine/backend/backend.h"
+#include "engine/model/checkpoint.h"
+#include "engine/model/model_config.h"
+
+namespace polar {
+
+class TransformerModel {
+ public:
+  virtual ~TransformerModel() = default;
+  virtual const ModelConfig& config() const = 0;
+  // Runs one step over `step` (already begun on the backend: BeginStep) and
+  // writes the logits of step.logit_rows to `logits` ([logit_rows, vocab], host).
+  virtual absl::Status Forward(const StepBatch& step, float* logits) = 0;
+};
+
+// Uploads the checkpoint's weights to `backend` and allocates scratch for
+// steps of up to `max_step_tokens` tokens. The backend must outlive the model.
+absl::StatusOr<std::unique_ptr<TransformerModel>> CreateTransformer(const Checkpoint& checkpoint,
+                                                                    Backend& backend,
+                                                                    int64_t max_step_tokens);
+
+// Inverse RoPE frequencies [rotary_dim / 2] with the config's rope scaling
+// applied, computed in fp32 as the reference implementations do.
+std::vector<float> RopeInverseFrequencies(const ModelConfig& config);
+
+namespace internal {
+// Per-architecture constructors (llama.cc, opt.cc).
+absl::StatusOr<std::unique_ptr<TransformerModel>> CreateLlama(const Checkpoint& checkpoint,
+                                                              Backend& backend, int64_t max_step_tokens);
+absl::StatusOr<std::unique_ptr<TransformerModel>> CreateOpt(const Checkpoint& checkpoint,
+                                                            Backend& backend, int64_t max_step_tokens);
+
+// Looks up checkpoint tensors by name and uploads them; errors name the
+// checkpoint and the tensor.
+class WeightUploader {
+ public:
+  WeightUploader(const Checkpoint& checkpoint, Backend& backend)
+      : checkpoint_(checkpoint), backend_(backend) {}
+  bool Has(const std::string& name) const { return checkpoint_.Find(name) != nullptr; }
+  absl::StatusOr<Tensor> Upload(const std::string& name);
+  // Rows of several tensors stacked into one weight ([sum of rows, cols]),
+  // e.g. gate_proj over up_proj so one GEMM computes both.
+  absl::StatusOr<Tensor> UploadStacked(const std::vector<std::string>& names);
+
+ private:
+  const Checkpoint& checkpoint_;
+  Backend& backend_;
+};
+}  // namespace internal
+
+}  // namespace polar

@@ -1,0 +1,61 @@
+// polar: the command-line tool. Subcommands run the engine in-process
+// (generate, tokenize, logits, bench) or inspect and make models (model).
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "tools/polar/commands.h"
+
+namespace {
+
+constexpr char kUsage[] = R"(usage: polar COMMAND [OPTIONS]
+
+commands:
+  generate --model PATH [--max-tokens N] [--temperature T] [--top-k K] [--top-p P]
+           [--repetition-penalty R] [--seed S] [--chat] [--ignore-eos] [--threads N] PROMPT
+      stream a completion of PROMPT (--temperature 0 = greedy; --chat wraps the
+      prompt in the model's chat template as a user message)
+  tokenize --model PATH [--no-bos] [--no-special] TEXT
+      print TEXT's token ids as a JSON array
+  model info PATH [--tensors]
+      architecture, shapes, dtypes and tensor types of a model
+  model synth --preset NAME --out DIR [--seed S] [--dtype f32|f16|bf16]
+      write a model with random weights (config.json + model.safetensors)
+  logits --model PATH --tokens FILE.json --out FILE.f32 [--chunk N] [--threads N]
+      teacher-forced logits of a JSON array of token ids, raw float32 [n, vocab]
+  bench --model PATH [--batch N] [--prompt-tokens P] [--gen-tokens G] [--threads N]
+      decode throughput of the in-process engine, one JSON line
+
+PATH is a .gguf file or a directory with config.json and safetensors.
+)";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
+    std::fputs(kUsage, argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string command = argv[1];
+  const std::vector<std::string> rest(argv + 2, argv + argc);
+  absl::Status status;
+  if (command == "generate") {
+    status = polar::cli::RunGenerate(rest);
+  } else if (command == "tokenize") {
+    status = polar::cli::RunTokenize(rest);
+  } else if (command == "model") {
+    status = polar::cli::RunModel(rest);
+  } else if (command == "logits") {
+    status = polar::cli::RunLogits(rest);
+  } else if (command == "bench") {
+    status = polar::cli::RunBench(rest);
+  } else {
+    std::fprintf(stderr, "polar: unknown command '%s'\n\n%s", command.c_str(), kUsage);
+    return 2;
+  }
+  if (!status.ok()) {
+    std::fprintf(stderr, "polar %s: %s\n", command.c_str(), std::string(status.message()).c_str());
+    return status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+  }
+  return 0;
+}
