@@ -13,11 +13,11 @@ absl::StatusOr<Args> Args::Parse(const std::vector<std::string>& argv,
   bool only_positional = false;
   for (size_t i = 0; i < argv.size(); ++i) {
     const std::string& a = argv[i];
+    if (!only_positional && a == "--") {
+      only_positional = true;  // everything after a first "--" is positional
+      continue;
+    }
     if (only_positional || a.size() < 3 || a.rfind("--", 0) != 0) {
-      if (a == "--") {
-        only_positional = true;
-        continue;
-      }
       args.positional_.push_back(a);
       continue;
     }

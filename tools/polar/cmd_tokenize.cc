@@ -12,9 +12,7 @@ absl::Status RunTokenize(const std::vector<std::string>& argv) {
   if (!args.ok()) return args.status();
   if (args->positional().size() != 1) return absl::InvalidArgumentError("expected exactly one TEXT argument");
   if (!args->Has("model")) return absl::InvalidArgumentError("--model PATH is required");
-  absl::StatusOr<Checkpoint> checkpoint = OpenCheckpoint(args->Get("model"));
-  if (!checkpoint.ok()) return checkpoint.status();
-  absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = LoadTokenizer(*checkpoint);
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = LoadTokenizerFromPath(args->Get("model"));
   if (!tokenizer.ok()) return tokenizer.status();
   const std::vector<int32_t> ids = (*tokenizer)->Encode(args->positional()[0], !args->Has("no-bos"),
                                                         !args->Has("no-special"));

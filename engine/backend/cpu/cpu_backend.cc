@@ -3,6 +3,7 @@
 
 #include <cstring>
 #include <deque>
+#include <memory>
 #include <vector>
 
 #include "absl/strings/str_format.h"
@@ -39,11 +40,13 @@ class CpuBackend final : public Backend {
   absl::Status AllocateKvCache(const KvCacheLayout& layout) override {
     layout_ = layout;
     const int64_t per_layer = layout.num_blocks * layout.block_size * layout.num_kv_heads * layout.head_dim;
-    k_cache_.assign(layout.num_layers, {});
-    v_cache_.assign(layout.num_layers, {});
+    // Left uninitialized: attention reads only slots a step has written, and
+    // untouched pages of a large pool then cost no memory or start-up time.
+    k_cache_.clear();
+    v_cache_.clear();
     for (int64_t l = 0; l < layout.num_layers; ++l) {
-      k_cache_[l].assign(per_layer, 0.0f);
-      v_cache_[l].assign(per_layer, 0.0f);
+      k_cache_.emplace_back(new float[per_layer]);
+      v_cache_.emplace_back(new float[per_layer]);
     }
     return absl::OkStatus();
   }
@@ -91,14 +94,14 @@ class CpuBackend final : public Backend {
 
   void AppendKv(int64_t layer, const Tensor& k, const Tensor& v) override {
     kernels::cpu::AppendKv(F32(k), F32(v), step_->kv_slots.data(), k.rows, k.cols,
-                           k_cache_[layer].data(), v_cache_[layer].data());
+                           k_cache_[layer].get(), v_cache_[layer].get());
   }
 
   void Attention(int64_t layer, const Tensor& q, const AttentionParams& params, Tensor out) override {
     kernels::cpu::PagedAttentionParams p;
     p.q = F32(q);
-    p.k_cache = k_cache_[layer].data();
-    p.v_cache = v_cache_[layer].data();
+    p.k_cache = k_cache_[layer].get();
+    p.v_cache = v_cache_[layer].get();
     p.out = F32(out);
     p.num_seqs = step_->num_seqs();
     p.num_q_heads = params.num_q_heads;
@@ -137,8 +140,8 @@ class CpuBackend final : public Backend {
   // A deque keeps element addresses stable as buffers are added.
   std::deque<std::vector<float>> buffers_;
   KvCacheLayout layout_;
-  std::vector<std::vector<float>> k_cache_;  // per layer: [num_blocks, block_size, n_kv_heads, head_dim]
-  std::vector<std::vector<float>> v_cache_;
+  std::vector<std::unique_ptr<float[]>> k_cache_;  // per layer: [num_blocks, block_size, n_kv_heads, head_dim]
+  std::vector<std::unique_ptr<float[]>> v_cache_;
   const StepBatch* step_ = nullptr;
 };
 
