@@ -30,8 +30,11 @@ struct Checkpoint {
   const HostTensor* Find(const std::string& name) const;
 };
 
-// Opens a .gguf file or a directory holding config.json + safetensors and
-// checks every tensor the architecture needs against the config.
+inline constexpr char kSynthPrefix[] = "synth:";
+
+// Opens a .gguf file, a directory holding config.json + safetensors, or
+// "synth:PRESET" (random weights made in memory, see synth.h), and checks
+// every tensor the architecture needs against the config.
 absl::StatusOr<Checkpoint> OpenCheckpoint(const std::string& path);
 
 // The model config described by a GGUF's metadata (llama family).

@@ -23,39 +23,31 @@ class LlamaModel final : public TransformerModel {
 
   absl::Status Init(const Checkpoint& checkpoint, int64_t max_tokens) {
     WeightUploader up(checkpoint, backend_);
-    auto load = [&](const std::string& name, Tensor& dst) -> absl::Status {
-      absl::StatusOr<Tensor> t = up.Upload(name);
-      if (!t.ok()) return t.status();
-      dst = *t;
-      return absl::OkStatus();
-    };
-    if (auto s = load("model.embed_tokens.weight", embed_); !s.ok()) return s;
-    if (auto s = load("model.norm.weight", final_norm_); !s.ok()) return s;
+    if (absl::Status s = up.UploadAll("model.", {{"embed_tokens.weight", &embed_}, {"norm.weight", &final_norm_}});
+        !s.ok()) {
+      return s;
+    }
+    lm_head_ = embed_;
     if (up.Has("lm_head.weight") && !config_.tie_word_embeddings) {
-      if (auto s = load("lm_head.weight", lm_head_); !s.ok()) return s;
-    } else {
-      lm_head_ = embed_;
+      if (absl::Status s = up.UploadInto("lm_head.weight", lm_head_); !s.ok()) return s;
     }
     layers_.resize(config_.num_layers);
     for (int64_t l = 0; l < config_.num_layers; ++l) {
       const std::string p = absl::StrCat("model.layers.", l, ".");
       LlamaLayer& L = layers_[l];
-      for (auto [name, dst] : {std::pair{"input_layernorm.weight", &L.attn_norm},
-                               {"self_attn.q_proj.weight", &L.wq},
-                               {"self_attn.k_proj.weight", &L.wk},
-                               {"self_attn.v_proj.weight", &L.wv},
-                               {"self_attn.o_proj.weight", &L.wo},
-                               {"post_attention_layernorm.weight", &L.mlp_norm},
-                               {"mlp.down_proj.weight", &L.w_down}}) {
-        if (auto s = load(p + name, *dst); !s.ok()) return s;
+      absl::Status s = up.UploadAll(p, {{"input_layernorm.weight", &L.attn_norm},
+                                        {"self_attn.q_proj.weight", &L.wq},
+                                        {"self_attn.k_proj.weight", &L.wk},
+                                        {"self_attn.v_proj.weight", &L.wv},
+                                        {"self_attn.o_proj.weight", &L.wo},
+                                        {"post_attention_layernorm.weight", &L.mlp_norm},
+                                        {"mlp.down_proj.weight", &L.w_down}});
+      if (s.ok() && config_.attention_qkv_bias) {
+        s = up.UploadAll(p, {{"self_attn.q_proj.bias", &L.bq},
+                             {"self_attn.k_proj.bias", &L.bk},
+                             {"self_attn.v_proj.bias", &L.bv}});
       }
-      if (config_.attention_qkv_bias) {
-        for (auto [name, dst] : {std::pair{"self_attn.q_proj.bias", &L.bq},
-                                 {"self_attn.k_proj.bias", &L.bk},
-                                 {"self_attn.v_proj.bias", &L.bv}}) {
-          if (auto s = load(p + name, *dst); !s.ok()) return s;
-        }
-      }
+      if (!s.ok()) return s;
       absl::StatusOr<Tensor> gate_up = up.UploadStacked({p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"});
       if (!gate_up.ok()) return gate_up.status();
       L.w_gate_up = *gate_up;
@@ -67,14 +59,13 @@ class LlamaModel final : public TransformerModel {
     inv_freq_ = *freq;
 
     const int64_t d = config_.hidden_size;
-    for (auto [dst, cols] : {std::pair{&x_, d}, {&h_, d}, {&q_, config_.q_dim()},
-                             {&k_, config_.kv_dim()}, {&v_, config_.kv_dim()},
-                             {&attn_, config_.q_dim()}, {&gate_up_, 2 * config_.intermediate_size},
-                             {&mlp_, config_.intermediate_size}, {&last_, d},
-                             {&logits_, config_.vocab_size}}) {
-      absl::StatusOr<Tensor> t = backend_.AllocateScratch(max_tokens, cols);
-      if (!t.ok()) return t.status();
-      *dst = *t;
+    if (absl::Status s = AllocateScratch(
+            backend_, max_tokens,
+            {{&x_, d}, {&h_, d}, {&q_, config_.q_dim()}, {&k_, config_.kv_dim()}, {&v_, config_.kv_dim()},
+             {&attn_, config_.q_dim()}, {&gate_up_, 2 * config_.intermediate_size},
+             {&mlp_, config_.intermediate_size}, {&last_, d}, {&logits_, config_.vocab_size}});
+        !s.ok()) {
+      return s;
     }
     attention_.num_q_heads = config_.num_heads;
     attention_.num_kv_heads = config_.num_kv_heads;

@@ -22,58 +22,43 @@ class OptModel final : public TransformerModel {
 
   absl::Status Init(const Checkpoint& checkpoint, int64_t max_tokens) {
     WeightUploader up(checkpoint, backend_);
-    auto load = [&](const std::string& name, Tensor& dst) -> absl::Status {
-      absl::StatusOr<Tensor> t = up.Upload(name);
-      if (!t.ok()) return t.status();
-      dst = *t;
-      return absl::OkStatus();
-    };
     const std::string d = "model.decoder.";
-    if (auto s = load(d + "embed_tokens.weight", embed_); !s.ok()) return s;
-    if (auto s = load(d + "embed_positions.weight", positions_); !s.ok()) return s;
     has_projection_ = config_.word_embed_proj_dim != 0 && config_.word_embed_proj_dim != config_.hidden_size;
-    if (has_projection_) {
-      if (auto s = load(d + "project_in.weight", project_in_); !s.ok()) return s;
-      if (auto s = load(d + "project_out.weight", project_out_); !s.ok()) return s;
-    }
     has_final_ln_ = up.Has(d + "final_layer_norm.weight");
-    if (has_final_ln_) {
-      if (auto s = load(d + "final_layer_norm.weight", final_ln_w_); !s.ok()) return s;
-      if (auto s = load(d + "final_layer_norm.bias", final_ln_b_); !s.ok()) return s;
+    absl::Status s = up.UploadAll(d, {{"embed_tokens.weight", &embed_}, {"embed_positions.weight", &positions_}});
+    if (s.ok() && has_projection_) {
+      s = up.UploadAll(d, {{"project_in.weight", &project_in_}, {"project_out.weight", &project_out_}});
     }
-    if (up.Has("lm_head.weight") && !config_.tie_word_embeddings) {
-      if (auto s = load("lm_head.weight", lm_head_); !s.ok()) return s;
-    } else {
-      lm_head_ = embed_;
+    if (s.ok() && has_final_ln_) {
+      s = up.UploadAll(d, {{"final_layer_norm.weight", &final_ln_w_}, {"final_layer_norm.bias", &final_ln_b_}});
     }
+    lm_head_ = embed_;
+    if (s.ok() && up.Has("lm_head.weight") && !config_.tie_word_embeddings) {
+      s = up.UploadInto("lm_head.weight", lm_head_);
+    }
+    if (!s.ok()) return s;
     layers_.resize(config_.num_layers);
     for (int64_t l = 0; l < config_.num_layers; ++l) {
-      const std::string p = absl::StrCat(d, "layers.", l, ".");
       OptLayer& L = layers_[l];
-      for (auto [name, dst] : {std::pair{"self_attn_layer_norm.weight", &L.attn_ln_w},
-                               {"self_attn_layer_norm.bias", &L.attn_ln_b},
-                               {"self_attn.q_proj.weight", &L.wq}, {"self_attn.q_proj.bias", &L.bq},
-                               {"self_attn.k_proj.weight", &L.wk}, {"self_attn.k_proj.bias", &L.bk},
-                               {"self_attn.v_proj.weight", &L.wv}, {"self_attn.v_proj.bias", &L.bv},
-                               {"self_attn.out_proj.weight", &L.wo}, {"self_attn.out_proj.bias", &L.bo},
-                               {"final_layer_norm.weight", &L.mlp_ln_w},
-                               {"final_layer_norm.bias", &L.mlp_ln_b}, {"fc1.weight", &L.fc1},
-                               {"fc1.bias", &L.b1}, {"fc2.weight", &L.fc2}, {"fc2.bias", &L.b2}}) {
-        if (auto s = load(p + name, *dst); !s.ok()) return s;
-      }
+      s = up.UploadAll(absl::StrCat(d, "layers.", l, "."),
+                       {{"self_attn_layer_norm.weight", &L.attn_ln_w},
+                        {"self_attn_layer_norm.bias", &L.attn_ln_b},
+                        {"self_attn.q_proj.weight", &L.wq}, {"self_attn.q_proj.bias", &L.bq},
+                        {"self_attn.k_proj.weight", &L.wk}, {"self_attn.k_proj.bias", &L.bk},
+                        {"self_attn.v_proj.weight", &L.wv}, {"self_attn.v_proj.bias", &L.bv},
+                        {"self_attn.out_proj.weight", &L.wo}, {"self_attn.out_proj.bias", &L.bo},
+                        {"final_layer_norm.weight", &L.mlp_ln_w}, {"final_layer_norm.bias", &L.mlp_ln_b},
+                        {"fc1.weight", &L.fc1}, {"fc1.bias", &L.b1}, {"fc2.weight", &L.fc2},
+                        {"fc2.bias", &L.b2}});
+      if (!s.ok()) return s;
     }
     const int64_t h = config_.hidden_size;
     const int64_t proj = has_projection_ ? config_.word_embed_proj_dim : h;
-    for (auto [dst, rows, cols] :
-         {std::tuple{&x_, max_tokens, h}, {&h_, max_tokens, h}, {&q_, max_tokens, h},
-          {&k_, max_tokens, h}, {&v_, max_tokens, h}, {&attn_, max_tokens, h},
-          {&mlp_, max_tokens, config_.intermediate_size}, {&embed_out_, max_tokens, proj},
-          {&last_, max_tokens, h}, {&last_proj_, max_tokens, proj},
-          {&logits_, max_tokens, config_.vocab_size}}) {
-      absl::StatusOr<Tensor> t = backend_.AllocateScratch(rows, cols);
-      if (!t.ok()) return t.status();
-      *dst = *t;
-    }
+    s = AllocateScratch(backend_, max_tokens,
+                        {{&x_, h}, {&h_, h}, {&q_, h}, {&k_, h}, {&v_, h}, {&attn_, h},
+                         {&mlp_, config_.intermediate_size}, {&embed_out_, proj}, {&last_, h},
+                         {&last_proj_, proj}, {&logits_, config_.vocab_size}});
+    if (!s.ok()) return s;
     attention_.num_q_heads = config_.num_heads;
     attention_.num_kv_heads = config_.num_kv_heads;
     attention_.head_dim = config_.head_dim;

@@ -69,6 +69,31 @@ absl::StatusOr<Tensor> WeightUploader::Upload(const std::string& name) {
   return uploaded;
 }
 
+absl::Status WeightUploader::UploadInto(const std::string& name, Tensor& dst) {
+  absl::StatusOr<Tensor> t = Upload(name);
+  if (!t.ok()) return t.status();
+  dst = *t;
+  return absl::OkStatus();
+}
+
+absl::Status WeightUploader::UploadAll(const std::string& prefix,
+                                       std::initializer_list<std::pair<const char*, Tensor*>> names) {
+  for (const auto& [name, dst] : names) {
+    if (absl::Status s = UploadInto(prefix + name, *dst); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status AllocateScratch(Backend& backend, int64_t rows,
+                             std::initializer_list<std::pair<Tensor*, int64_t>> buffers) {
+  for (const auto& [dst, cols] : buffers) {
+    absl::StatusOr<Tensor> t = backend.AllocateScratch(rows, cols);
+    if (!t.ok()) return t.status();
+    *dst = *t;
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<Tensor> WeightUploader::UploadStacked(const std::vector<std::string>& names) {
   std::vector<float> stacked;
   int64_t rows = 0, cols = -1;

@@ -3,7 +3,11 @@
 // against the Backend interface: llama.cc (LLaMA family) and opt.cc (OPT).
 #pragma once
 
+#include <initializer_list>
 #include <memory>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "engine/backend/backend.h"
@@ -46,6 +50,10 @@ class WeightUploader {
       : checkpoint_(checkpoint), backend_(backend) {}
   bool Has(const std::string& name) const { return checkpoint_.Find(name) != nullptr; }
   absl::StatusOr<Tensor> Upload(const std::string& name);
+  absl::Status UploadInto(const std::string& name, Tensor& dst);
+  // Uploads prefix + name into each destination.
+  absl::Status UploadAll(const std::string& prefix,
+                         std::initializer_list<std::pair<const char*, Tensor*>> names);
   // Rows of several tensors stacked into one weight ([sum of rows, cols]),
   // e.g. gate_proj over up_proj so one GEMM computes both.
   absl::StatusOr<Tensor> UploadStacked(const std::vector<std::string>& names);
@@ -54,6 +62,10 @@ class WeightUploader {
   const Checkpoint& checkpoint_;
   Backend& backend_;
 };
+// Allocates one [rows, cols] scratch buffer per (destination, cols) pair.
+absl::Status AllocateScratch(Backend& backend, int64_t rows,
+                             std::initializer_list<std::pair<Tensor*, int64_t>> buffers);
+
 }  // namespace internal
 
 }  // namespace polar

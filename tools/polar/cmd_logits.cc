@@ -2,9 +2,9 @@
 // reference implementations (tests/reference/).
 #include <cstdio>
 #include <fstream>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "engine/model/text_file.h"
 #include "nlohmann/json.hpp"
 #include "tools/polar/commands.h"
 #include "tools/polar/loaded_model.h"
@@ -18,11 +18,9 @@ absl::Status RunLogits(const std::vector<std::string>& argv) {
   if (!args->Has("tokens") || !args->Has("out")) {
     return absl::InvalidArgumentError("--tokens FILE.json and --out FILE.f32 are required");
   }
-  std::ifstream in(args->Get("tokens"));
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", args->Get("tokens")));
-  std::stringstream text;
-  text << in.rdbuf();
-  const nlohmann::json parsed = nlohmann::json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
+  absl::StatusOr<std::string> text = ReadTextFile(args->Get("tokens"));
+  if (!text.ok()) return text.status();
+  const nlohmann::json parsed = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
   if (!parsed.is_array()) return absl::InvalidArgumentError(absl::StrCat(args->Get("tokens"), ": not a JSON array"));
   std::vector<int32_t> tokens;
   for (const auto& v : parsed) {

@@ -2,31 +2,22 @@
 #include "tools/polar/loaded_model.h"
 
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "engine/model/text_file.h"
 
 namespace polar::cli {
 
 namespace {
 
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
 absl::StatusOr<std::unique_ptr<Tokenizer>> FromTokenizerJsonFile(const std::string& json_path) {
-  absl::StatusOr<std::string> json = ReadFile(json_path);
+  absl::StatusOr<std::string> json = ReadTextFile(json_path);
   if (!json.ok()) return json.status();
   const std::filesystem::path config_path =
       std::filesystem::path(json_path).parent_path() / "tokenizer_config.json";
   std::string config;
   if (std::filesystem::exists(config_path)) {
-    absl::StatusOr<std::string> text = ReadFile(config_path.string());
+    absl::StatusOr<std::string> text = ReadTextFile(config_path.string());
     if (!text.ok()) return text.status();
     config = *text;
   }

@@ -26,7 +26,8 @@ commands:
   bench --model PATH [--batch N] [--prompt-tokens P] [--gen-tokens G] [--threads N]
       decode throughput of the in-process engine, one JSON line
 
-PATH is a .gguf file or a directory with config.json and safetensors.
+PATH is a .gguf file, a directory with config.json and safetensors, or synth:PRESET
+(random weights made in memory; presets as for model synth).
 )";
 
 }  // namespace
