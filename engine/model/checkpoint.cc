@@ -17,6 +17,7 @@
 #include "engine/model/checkpoint.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -199,10 +200,23 @@ absl::StatusOr<ModelConfig> ConfigFromGguf(const GgufFile& gguf) {
     c.rope_scaling.factor = static_cast<float>(scale);
   }
   // LLaMA-3.1 GGUFs carry their rope scaling as a precomputed per-frequency
-  // factor tensor rather than metadata; running without it would be wrong.
+  // factor tensor rather than metadata.
   if (gguf.FindTensor("rope_freqs.weight") != nullptr) {
-    return absl::UnimplementedError(
-        absl::StrCat(gguf.source(), ": rope_freqs.weight (llama3-style rope frequency factors) is not supported"));
+    absl::StatusOr<HostTensor> freqs = gguf.Tensor("rope_freqs.weight");
+    absl::StatusOr<std::vector<float>> factors =
+        freqs.ok() ? ToF32(*freqs) : absl::StatusOr<std::vector<float>>(freqs.status());
+    if (!factors.ok()) return factors.status();
+    if (static_cast<int64_t>(factors->size()) != c.head_dim / 2) {
+      return absl::InvalidArgumentError(absl::StrCat(gguf.source(), ": rope_freqs.weight has ", factors->size(),
+                                                     " values, expected head_dim / 2 = ", c.head_dim / 2));
+    }
+    for (float f : *factors) {
+      if (!(f > 0.0f) || !std::isfinite(f)) {
+        return absl::InvalidArgumentError(absl::StrCat(gguf.source(), ": rope_freqs.weight holds ", f,
+                                                       "; factors must be positive and finite"));
+      }
+    }
+    c.rope_freq_factors = std::move(*factors);
   }
   if (gguf.Has(key("attention.sliding_window"))) {
     c.sliding_window = k.Int(key("attention.sliding_window"));

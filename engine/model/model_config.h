@@ -45,6 +45,10 @@ struct ModelConfig {
   float norm_eps = 1e-5f;
   float rope_theta = 10000.0f;
   RopeScaling rope_scaling;
+  // Per-frequency divisors of the inverse frequencies, [head_dim / 2]; how
+  // LLaMA-3.1 GGUFs store their rope scaling (tensor rope_freqs.weight).
+  // Empty: none.
+  std::vector<float> rope_freq_factors;
   int64_t sliding_window = 0;  // 0 = full attention (Mistral v0.1 uses 4096)
 
   bool tie_word_embeddings = false;

@@ -50,6 +50,9 @@ std::vector<float> RopeInverseFrequencies(const ModelConfig& config) {
       f = (1.0f - smooth) * f / s.factor + smooth * f;
     }
   }
+  for (size_t i = 0; i < config.rope_freq_factors.size() && i < inv_freq.size(); ++i) {
+    inv_freq[i] /= config.rope_freq_factors[i];
+  }
   return inv_freq;
 }
 

@@ -481,7 +481,13 @@ TEST_F(TinyGgufTest, Errors) {
 
   GgufBuilder freqs = Builder();
   freqs.Tensor("rope_freqs.weight", {kHeadDim / 2}, {1, 1, 2, 8});
-  EXPECT_THAT(OpenCheckpoint(freqs.Write(dir_ + "/freqs.gguf")).status().message(), HasSubstr("rope_freqs"));
+  auto with_freqs = OpenCheckpoint(freqs.Write(dir_ + "/freqs.gguf"));
+  ASSERT_TRUE(with_freqs.ok()) << with_freqs.status();
+  EXPECT_EQ(with_freqs->config.rope_freq_factors, (std::vector<float>{1, 1, 2, 8}));
+  GgufBuilder bad_freqs = Builder();
+  bad_freqs.Tensor("rope_freqs.weight", {kHeadDim / 2}, {1, 0, 2, 8});
+  EXPECT_THAT(OpenCheckpoint(bad_freqs.Write(dir_ + "/bad_freqs.gguf")).status().message(),
+              HasSubstr("rope_freqs"));
 
   rope_dims_ = kHeadDim / 2;  // partial rotary
   auto partial = OpenCheckpoint(Builder().Write(dir_ + "/partial.gguf"));
