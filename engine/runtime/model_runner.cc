@@ -5,22 +5,36 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/backend/cpu/cpu_backend.h"
+#include "engine/runtime/scheduler.h"
 #include "kernels/cpu/threads.h"
 
 namespace polar {
 
+const char* FinishReasonName(FinishReason reason) {
+  switch (reason) {
+    case FinishReason::kLength: return "length";
+    case FinishReason::kStop: return "stop";
+    case FinishReason::kCancelled: return "cancelled";
+    case FinishReason::kDeadline: return "deadline";
+    case FinishReason::kError: return "error";
+  }
+  return "unknown";
+}
+
 absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(Checkpoint checkpoint,
                                                                   const RunnerOptions& options) {
-  if (options.block_size < 1 || options.max_batch_tokens < 1) {
-    return absl::InvalidArgumentError("block_size and max_batch_tokens must be >= 1");
+  if (options.block_size < 1 || options.max_batch_tokens < 1 || options.max_num_seqs < 1) {
+    return absl::InvalidArgumentError("block_size, max_batch_tokens and max_num_seqs must be >= 1");
   }
   std::unique_ptr<ModelRunner> runner(new ModelRunner(std::move(checkpoint), options));
   if (absl::Status s = runner->Init(); !s.ok()) return s;
   return runner;
 }
 
+void ModelRunner::BindThreadCount() const { kernels::cpu::SetNumThreads(options_.threads); }
+
 absl::Status ModelRunner::Init() {
-  kernels::cpu::SetNumThreads(options_.threads);
+  BindThreadCount();
   backend_ = CreateCpuBackend();
   absl::StatusOr<std::unique_ptr<TransformerModel>> model =
       CreateTransformer(checkpoint_, *backend_, options_.max_batch_tokens);
@@ -112,69 +126,41 @@ absl::StatusOr<std::vector<float>> ModelRunner::ScoreTokens(std::span<const int3
 absl::StatusOr<std::vector<GenerationResult>> ModelRunner::Generate(
     std::span<const GenerationRequest> requests, std::span<const int32_t> end_of_generation_ids,
     const TokenCallback& on_token) {
-  struct Active {
-    SequenceKv kv;
-    SequenceSampler sampler;
-    std::vector<int32_t> history;  // prompt + generated
-    bool done = false;
-  };
-  std::vector<Active> seqs;
-  seqs.reserve(requests.size());
-  for (const GenerationRequest& r : requests) {
-    if (r.prompt.empty()) return absl::InvalidArgumentError("empty prompt");
-    if (absl::Status s = r.params.Validate(static_cast<int32_t>(config().vocab_size)); !s.ok()) return s;
-    for (int32_t t : r.prompt) {
-      if (t < 0 || t >= config().vocab_size) {
-        return absl::InvalidArgumentError(absl::StrCat("token id ", t, " outside the vocabulary"));
-      }
-    }
-    seqs.push_back(Active{SequenceKv(options_.block_size), SequenceSampler(r.params), r.prompt});
-  }
+  SchedulerOptions options;
+  options.end_of_generation_ids.assign(end_of_generation_ids.begin(), end_of_generation_ids.end());
+  StepScheduler scheduler(*this, std::move(options));
   std::vector<GenerationResult> results(requests.size());
-  std::vector<float> logits;
-  std::vector<size_t> logit_owner;  // request index of each logit row
-  absl::Status status;
-  while (status.ok()) {
-    // Pack the step: every sequence's not-yet-cached tokens (its prompt tail,
-    // or the token sampled last step), within the per-step token budget.
-    step_.Clear();
-    logit_owner.clear();
-    int64_t budget = options_.max_batch_tokens;
-    for (size_t i = 0; i < seqs.size() && budget > 0 && status.ok(); ++i) {
-      Active& s = seqs[i];
-      if (s.done) continue;
-      const int64_t pending = static_cast<int64_t>(s.history.size()) - s.kv.length();
-      const int64_t take = std::min(pending, budget);
-      const bool completes = take == pending;
-      status = AddToStep(s.kv, std::span(s.history).subspan(s.kv.length(), take), completes);
-      budget -= take;
-      if (completes) logit_owner.push_back(i);
+  std::vector<uint64_t> to_cancel;  // StepScheduler must not be re-entered from an event
+  absl::Status failure;
+  auto on_event = [&](const TokenEvent& e) {
+    GenerationResult& result = results[e.id];
+    if (e.token >= 0) {
+      result.tokens.push_back(e.token);
+      if (on_token != nullptr && !on_token(e.id, e.token) && !e.finished) to_cancel.push_back(e.id);
     }
-    if (!status.ok() || step_.token_ids.empty()) break;
-    status = RunStep(logits);
-    if (!status.ok()) break;
-    for (size_t row = 0; row < logit_owner.size(); ++row) {
-      const size_t i = logit_owner[row];
-      Active& s = seqs[i];
-      std::span<float> row_logits(logits.data() + row * config().vocab_size, config().vocab_size);
-      const int32_t token = s.sampler.Sample(row_logits, s.history);
-      GenerationResult& result = results[i];
-      result.tokens.push_back(token);
-      s.history.push_back(token);
-      const bool keep_going = on_token == nullptr || on_token(i, token);
-      if (IsStopToken(requests[i].params, end_of_generation_ids, token) || !keep_going) {
-        result.finish_reason = FinishReason::kStop;
-        s.done = true;
-      } else if (static_cast<int32_t>(result.tokens.size()) >= requests[i].params.max_tokens ||
-                 static_cast<int64_t>(s.history.size()) >= config().max_position_embeddings) {
-        result.finish_reason = FinishReason::kLength;
-        s.done = true;
-      }
-      if (s.done) s.kv.Release(*allocator_);
+    if (e.finished) {
+      result.finish_reason = e.finish_reason;
+      if (e.finish_reason == FinishReason::kError && failure.ok()) failure = e.status;
+    }
+  };
+  std::vector<SequenceRequest> sequences(requests.size());
+  for (size_t i = 0; i < requests.size(); ++i) {
+    SequenceRequest& r = sequences[i];
+    r.id = i;
+    r.prompt = requests[i].prompt;
+    r.params = requests[i].params;
+    r.on_event = on_event;
+    // All or nothing: a bad request fails the call before any work.
+    if (absl::Status s = scheduler.Validate(r); !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat("request ", i, ": ", s.message()));
     }
   }
-  for (Active& s : seqs) s.kv.Release(*allocator_);
-  if (!status.ok()) return status;
+  for (SequenceRequest& r : sequences) scheduler.Add(std::move(r));
+  while (failure.ok() && scheduler.Step()) {
+    for (uint64_t id : to_cancel) scheduler.Cancel(id);
+    to_cancel.clear();
+  }
+  if (!failure.ok()) return failure;
   return results;
 }
 

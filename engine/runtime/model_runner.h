@@ -1,9 +1,14 @@
 // ModelRunner: one model on one backend with its paged KV cache, driven step by
-// step. It offers the two things the CLI and tests need from the engine core:
-// teacher-forced scoring of a token sequence, and generation for a batch of
-// requests of different lengths (prompts prefilled in chunks, then batched
-// decode). The serving scheduler (continuous batching with admission and
-// preemption) builds on the same pieces.
+// step. It offers:
+//   - the step executor the scheduler (engine/runtime/scheduler.h) packs and
+//     runs batches with: the block pool, AddToStep, RunStep;
+//   - teacher-forced scoring of a token sequence (ScoreTokens);
+//   - Generate: a synchronous run of a set of requests through the same
+//     continuous-batching code the serving scheduler uses (StepScheduler), so
+//     the CLI, the benchmarks and the server share one way to pack steps,
+//     admit, preempt and sample.
+// A ModelRunner is not thread-safe: one thread at a time drives it (the
+// Scheduler's engine thread while that runs).
 #pragma once
 
 #include <cstdint>
@@ -26,6 +31,7 @@ struct RunnerOptions {
   int64_t num_kv_blocks = 0;         // 0: derive from kv_cache_bytes
   int64_t kv_cache_bytes = 1LL << 30;
   int32_t max_batch_tokens = 512;    // tokens per step (prefill chunks + decode tokens)
+  int32_t max_num_seqs = 256;        // sequences per step (running cap) for Generate
   int32_t threads = 0;               // 0: all cores
 };
 
@@ -34,7 +40,9 @@ struct GenerationRequest {
   SamplingParams params;
 };
 
-enum class FinishReason { kLength, kStop };
+// Why a sequence ended. kError carries a status alongside (TokenEvent).
+enum class FinishReason { kLength, kStop, kCancelled, kDeadline, kError };
+const char* FinishReasonName(FinishReason reason);  // "length", "stop", ...
 
 struct GenerationResult {
   std::vector<int32_t> tokens;  // generated, including a final stop token
@@ -48,6 +56,7 @@ class ModelRunner {
   const ModelConfig& config() const { return checkpoint_.config; }
   const Checkpoint& checkpoint() const { return checkpoint_; }
   const KvCacheLayout& kv_layout() const { return backend_->kv_layout(); }
+  const RunnerOptions& options() const { return options_; }
 
   // Teacher-forced logits at every position of `tokens` (one sequence,
   // prefilled through the paged KV cache in chunks of `chunk` tokens):
@@ -55,22 +64,37 @@ class ModelRunner {
   absl::StatusOr<std::vector<float>> ScoreTokens(std::span<const int32_t> tokens, int32_t chunk = 64);
 
   // Called for each generated token: (request index, token id). Returning false
-  // stops that request.
+  // cancels that request (finish reason kCancelled).
   using TokenCallback = std::function<bool(size_t, int32_t)>;
-  // Generates for all requests together. `end_of_generation_ids` are the
-  // tokenizer's EOS-like ids (ignored for a request with ignore_eos).
+  // Generates for all requests together with continuous batching (at most
+  // options.max_num_seqs running, options.max_batch_tokens per step, preemption
+  // by recompute when the KV pool runs short). `end_of_generation_ids` are the
+  // tokenizer's EOS-like ids (ignored for a request with ignore_eos). The first
+  // invalid request or failed sequence makes the whole call an error.
   absl::StatusOr<std::vector<GenerationResult>> Generate(std::span<const GenerationRequest> requests,
                                                          std::span<const int32_t> end_of_generation_ids,
                                                          const TokenCallback& on_token = nullptr);
+
+  // ---- step executor (the scheduler's) ----
+  BlockAllocator& kv_allocator() { return *allocator_; }
+  const BlockAllocator& kv_allocator() const { return *allocator_; }
+  // Starts packing a new step.
+  void ClearStep() { step_.Clear(); }
+  // Appends `tokens` of the sequence `kv` to the step; their KV goes to
+  // positions kv.length() .. +tokens.size(). Reserves blocks if the caller
+  // has not (RESOURCE_EXHAUSTED when the pool is short; nothing changes then).
+  absl::Status AddToStep(SequenceKv& kv, std::span<const int32_t> tokens, bool want_logits);
+  const StepBatch& step() const { return step_; }
+  // Runs the packed step: logits of its logit rows, [rows, vocab].
+  absl::Status RunStep(std::vector<float>& logits);
+  // Applies options.threads to the calling thread (OpenMP's thread count is
+  // per thread; the engine thread calls this before its first step).
+  void BindThreadCount() const;
 
  private:
   ModelRunner(Checkpoint checkpoint, const RunnerOptions& options)
       : checkpoint_(std::move(checkpoint)), options_(options) {}
   absl::Status Init();
-  // Appends `count` tokens of `tokens` for sequence `kv` to the step; their KV
-  // goes to positions kv.length() .. +count. Reserves the blocks.
-  absl::Status AddToStep(SequenceKv& kv, std::span<const int32_t> tokens, bool want_logits);
-  absl::Status RunStep(std::vector<float>& logits);
 
   Checkpoint checkpoint_;
   RunnerOptions options_;
