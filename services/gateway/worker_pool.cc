@@ -201,18 +201,21 @@ void WorkerPool::PollOnce() {
     SetDeadline(ctx, kRpcTimeout);
     v1::LoadReport report;
     grpc::Status status = worker->stub->GetLoad(&ctx, v1::GetLoadRequest(), &report);
-    const bool ready = status.ok() && report.ready() && !report.draining();
+    const bool healthy = status.ok() && report.ready() && !report.draining();
+    if (healthy && need_model) {
+      FetchModel(*worker);
+      absl::MutexLock lock(&mu_);
+      need_model = model_ == nullptr;
+    }
+    // A worker takes requests (and counts in polar_workers_ready) only once
+    // the gateway knows the model and tokenizer it serves.
+    const bool ready = healthy && !need_model;
     {
       absl::MutexLock lock(&worker->mu);
       worker->ready = ready;
       if (status.ok()) worker->load = report;
     }
     worker->dispatched_since_report.store(0, std::memory_order_relaxed);
-    if (ready && need_model) {
-      FetchModel(*worker);
-      absl::MutexLock lock(&mu_);
-      need_model = model_ == nullptr;
-    }
   }
 }
 

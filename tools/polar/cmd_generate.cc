@@ -4,6 +4,7 @@
 #include "absl/strings/str_cat.h"
 #include "tools/polar/commands.h"
 #include "tools/polar/loaded_model.h"
+#include "tools/polar/remote_generate.h"
 
 namespace polar::cli {
 
@@ -11,7 +12,7 @@ absl::Status RunGenerate(const std::vector<std::string>& argv) {
   absl::StatusOr<Args> args = Args::Parse(
       argv,
       {"model", "max-tokens", "temperature", "top-k", "top-p", "repetition-penalty", "seed", "threads",
-       "kv-cache-bytes", "max-batch-tokens"},
+       "kv-cache-bytes", "max-batch-tokens", "target", "timeout"},
       {"chat", "ignore-eos"});
   if (!args.ok()) return args.status();
   if (args->positional().size() != 1) {
@@ -38,6 +39,10 @@ absl::Status RunGenerate(const std::vector<std::string>& argv) {
   params.repetition_penalty = static_cast<float>(*penalty);
   params.seed = static_cast<uint64_t>(*seed);
   params.ignore_eos = args->Has("ignore-eos");
+  if (args->Has("target")) {
+    if (args->Has("model")) return absl::InvalidArgumentError("give --model or --target, not both");
+    return RunRemoteGenerate(*args, params);
+  }
 
   absl::StatusOr<LoadedModel> model = LoadModel(*args, /*with_tokenizer=*/true);
   if (!model.ok()) return model.status();

@@ -15,6 +15,8 @@ commands:
            [--repetition-penalty R] [--seed S] [--chat] [--ignore-eos] [--threads N] PROMPT
       stream a completion of PROMPT (--temperature 0 = greedy; --chat wraps the
       prompt in the model's chat template as a user message)
+  generate --target HOST:PORT [--timeout SECONDS] [same sampling flags] PROMPT
+      the same, streamed through a polar-gateway
   tokenize --model PATH [--no-bos] [--no-special] TEXT
       print TEXT's token ids as a JSON array
   model info PATH [--tensors]
