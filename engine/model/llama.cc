@@ -3,7 +3,6 @@
 // attention → output projection added to the residual → RMSNorm → SwiGLU MLP
 // added to the residual; final RMSNorm and LM head only on the rows whose
 // logits are wanted.
-#include <cmath>
 
 #include "absl/strings/str_cat.h"
 #include "engine/model/transformer.h"
@@ -67,21 +66,14 @@ class LlamaModel final : public TransformerModel {
         !s.ok()) {
       return s;
     }
-    attention_.num_q_heads = config_.num_heads;
-    attention_.num_kv_heads = config_.num_kv_heads;
-    attention_.head_dim = config_.head_dim;
-    attention_.scale = 1.0f / std::sqrt(static_cast<float>(config_.head_dim));
-    attention_.sliding_window = config_.sliding_window;
+    attention_ = AttentionParamsFor(config_);
     return absl::OkStatus();
   }
 
   absl::Status Forward(const StepBatch& step, float* logits) override {
+    if (absl::Status s = CheckStepFits(step, x_.rows); !s.ok()) return s;
     const int64_t n = step.num_tokens();
     const int64_t n_out = static_cast<int64_t>(step.logit_rows.size());
-    if (n > x_.rows || n_out > logits_.rows) {
-      return absl::InvalidArgumentError(absl::StrCat("step of ", n, " tokens exceeds the ", x_.rows,
-                                                     " the model was set up for"));
-    }
     Backend& b = backend_;
     Tensor x = x_.FirstRows(n), h = h_.FirstRows(n), q = q_.FirstRows(n), k = k_.FirstRows(n),
            v = v_.FirstRows(n), attn = attn_.FirstRows(n), gate_up = gate_up_.FirstRows(n),

@@ -2,7 +2,6 @@
 // offset), LayerNorm, MHA with biases, ReLU MLP with biases. Supports the small
 // OPTs' projection dims (word_embed_proj_dim != hidden: project_in/out) and
 // post-LN layers (do_layer_norm_before = false, as in opt-350m).
-#include <cmath>
 
 #include "absl/strings/str_cat.h"
 #include "engine/model/transformer.h"
@@ -59,20 +58,14 @@ class OptModel final : public TransformerModel {
                          {&mlp_, config_.intermediate_size}, {&embed_out_, proj}, {&last_, h},
                          {&last_proj_, proj}, {&logits_, config_.vocab_size}});
     if (!s.ok()) return s;
-    attention_.num_q_heads = config_.num_heads;
-    attention_.num_kv_heads = config_.num_kv_heads;
-    attention_.head_dim = config_.head_dim;
-    attention_.scale = 1.0f / std::sqrt(static_cast<float>(config_.head_dim));
+    attention_ = AttentionParamsFor(config_);
     return absl::OkStatus();
   }
 
   absl::Status Forward(const StepBatch& step, float* logits) override {
+    if (absl::Status s = CheckStepFits(step, x_.rows); !s.ok()) return s;
     const int64_t n = step.num_tokens();
     const int64_t n_out = static_cast<int64_t>(step.logit_rows.size());
-    if (n > x_.rows || n_out > logits_.rows) {
-      return absl::InvalidArgumentError(absl::StrCat("step of ", n, " tokens exceeds the ", x_.rows,
-                                                     " the model was set up for"));
-    }
     Backend& b = backend_;
     const float eps = config_.norm_eps;
     const bool pre_ln = config_.do_layer_norm_before;

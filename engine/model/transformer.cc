@@ -87,6 +87,24 @@ absl::Status WeightUploader::UploadAll(const std::string& prefix,
   return absl::OkStatus();
 }
 
+AttentionParams AttentionParamsFor(const ModelConfig& config) {
+  AttentionParams params;
+  params.num_q_heads = config.num_heads;
+  params.num_kv_heads = config.num_kv_heads;
+  params.head_dim = config.head_dim;
+  params.scale = 1.0f / std::sqrt(static_cast<float>(config.head_dim));
+  params.sliding_window = config.sliding_window;
+  return params;
+}
+
+absl::Status CheckStepFits(const StepBatch& step, int64_t max_tokens) {
+  if (step.num_tokens() > max_tokens || static_cast<int64_t>(step.logit_rows.size()) > max_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat("step of ", step.num_tokens(), " tokens exceeds the ",
+                                                   max_tokens, " the model was set up for"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status AllocateScratch(Backend& backend, int64_t rows,
                              std::initializer_list<std::pair<Tensor*, int64_t>> buffers) {
   for (const auto& [dst, cols] : buffers) {

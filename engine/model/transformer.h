@@ -62,6 +62,14 @@ class WeightUploader {
   const Checkpoint& checkpoint_;
   Backend& backend_;
 };
+// Attention settings of a config: heads, head dim, 1/sqrt(head_dim) scale,
+// sliding window (OPT configs have none).
+AttentionParams AttentionParamsFor(const ModelConfig& config);
+
+// INVALID_ARGUMENT when the step has more tokens than `max_tokens`, the rows
+// the model's scratch was allocated for.
+absl::Status CheckStepFits(const StepBatch& step, int64_t max_tokens);
+
 // Allocates one [rows, cols] scratch buffer per (destination, cols) pair.
 absl::Status AllocateScratch(Backend& backend, int64_t rows,
                              std::initializer_list<std::pair<Tensor*, int64_t>> buffers);

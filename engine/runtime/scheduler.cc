@@ -39,6 +39,7 @@ struct StepScheduler::Sequence {
   std::vector<int32_t> tokens;  // prompt, then generated tokens
   int32_t prompt_len;
   int32_t generated = 0;
+  int32_t preemptions = 0;
   std::vector<int32_t> eog_ids;
   SequenceKv kv;
   SequenceSampler sampler;  // travels with the sequence through preemptions
@@ -107,6 +108,7 @@ void StepScheduler::Add(SequenceRequest request) {
     if (request.on_event) request.on_event(event);
     return;
   }
+  if (request.submit_time == absl::InfinitePast()) request.submit_time = Now();
   std::vector<int32_t> eog = request.end_of_generation_ids.has_value()
                                  ? std::move(*request.end_of_generation_ids)
                                  : options_.end_of_generation_ids;
@@ -136,7 +138,7 @@ void StepScheduler::CancelAll(const absl::Status& status) {
 }
 
 void StepScheduler::ExpireDeadlines() {
-  const absl::Time now = options_.now ? options_.now() : absl::Now();
+  const absl::Time now = Now();
   auto expire = [&](Sequence& s) {
     if (!s.done && now >= s.request.deadline) {
       Finish(s, FinishReason::kDeadline,
@@ -160,6 +162,7 @@ void StepScheduler::PreemptYoungest() {
   }
   counters_.recomputed_tokens.fetch_add(victim->kv.length(), std::memory_order_relaxed);
   counters_.preemptions.fetch_add(1, std::memory_order_relaxed);
+  ++victim->preemptions;
   victim->kv.Release(runner_.kv_allocator());
   waiting_.push_front(std::move(victim));
 }
@@ -199,6 +202,7 @@ void StepScheduler::AdmitWaiting() {
     if (!s.kv.Reserve(runner_.kv_allocator(), s.kv.length() + take)) break;
     if (!s.admitted_once) {
       s.admitted_once = true;
+      started_.push_back(&s);
       counters_.prompt_tokens.fetch_add(s.prompt_len, std::memory_order_relaxed);
     }
     running_.push_back(std::move(waiting_.front()));
@@ -215,14 +219,30 @@ bool StepScheduler::Step() {
     return false;
   }
   plan_.clear();
+  started_.clear();
   budget_ = max_batch_tokens_;
   // A step that had to preempt admits nobody: the pool is short already.
   if (!PlanRunning()) AdmitWaiting();
   PublishGauges();  // events of this step see who runs in it
+  if (!started_.empty()) {
+    const absl::Time now = Now();
+    event_.token = -1;
+    event_.logprob = 0.0f;
+    event_.top_logprobs.clear();
+    event_.finished = false;
+    event_.status = absl::OkStatus();
+    for (Sequence* s : started_) {
+      event_.started = true;
+      event_.queue_seconds = std::max(0.0, absl::ToDoubleSeconds(now - s->request.submit_time));
+      Deliver(*s);
+    }
+    event_.started = false;
+    event_.queue_seconds = 0.0;
+  }
 
   runner_.ClearStep();
   logit_owners_.clear();
-  int64_t seqs = 0, decode_seqs = 0;
+  int64_t seqs = 0, decode_seqs = 0, prefill_tokens = 0;
   for (const Planned& p : plan_) {
     if (p.take == 0) continue;
     Sequence& s = *p.seq;
@@ -236,6 +256,7 @@ bool StepScheduler::Step() {
     }
     ++seqs;
     decode_seqs += decode ? 1 : 0;
+    prefill_tokens += decode ? 0 : p.take;
     if (completes) logit_owners_.push_back(&s);
   }
   if (runner_.step().num_tokens() == 0) {
@@ -252,6 +273,7 @@ bool StepScheduler::Step() {
   }
 
   const auto start = std::chrono::steady_clock::now();
+  const int64_t generated_before = counters_.generated_tokens.load(std::memory_order_relaxed);
   absl::Status status = runner_.RunStep(logits_);
   if (status.ok()) {
     SampleAndReport();
@@ -272,6 +294,18 @@ bool StepScheduler::Step() {
   counters_.batch_seqs_total.fetch_add(seqs, std::memory_order_relaxed);
   counters_.batch_tokens_total.fetch_add(runner_.step().num_tokens(), std::memory_order_relaxed);
   counters_.last_batch_seqs.store(seqs, std::memory_order_relaxed);
+  if (options_.on_step) {
+    const int64_t num_tokens = runner_.step().num_tokens();
+    step_stats_.phase = phase;
+    step_stats_.seconds = static_cast<double>(nanos) * 1e-9;
+    step_stats_.num_seqs = static_cast<int32_t>(seqs);
+    step_stats_.num_tokens = static_cast<int32_t>(num_tokens);
+    step_stats_.prefill_tokens = static_cast<int32_t>(prefill_tokens);
+    step_stats_.decode_tokens = static_cast<int32_t>(num_tokens - prefill_tokens);
+    step_stats_.sampled_tokens = static_cast<int32_t>(
+        counters_.generated_tokens.load(std::memory_order_relaxed) - generated_before);
+    options_.on_step(step_stats_);
+  }
   RemoveDone();
   PublishGauges();
   return true;
@@ -304,12 +338,9 @@ void StepScheduler::SampleAndReport() {
                static_cast<int64_t>(s.tokens.size()) >= max_positions) {
       Finish(s, FinishReason::kLength, absl::OkStatus(), /*with_token=*/true);
     } else {
-      event_.id = s.id();
       event_.finished = false;
       event_.status = absl::OkStatus();
-      event_.prompt_tokens = s.prompt_len;
-      event_.generated_tokens = s.generated;
-      s.request.on_event(event_);
+      Deliver(s);
     }
   }
 }
@@ -327,12 +358,17 @@ void StepScheduler::Finish(Sequence& s, FinishReason reason, absl::Status status
     event_.logprob = 0.0f;
     event_.top_logprobs.clear();
   }
-  event_.id = s.id();
   event_.finished = true;
   event_.finish_reason = reason;
   event_.status = std::move(status);
+  Deliver(s);
+}
+
+void StepScheduler::Deliver(Sequence& s) {
+  event_.id = s.id();
   event_.prompt_tokens = s.prompt_len;
   event_.generated_tokens = s.generated;
+  event_.preemptions = s.preemptions;
   s.request.on_event(event_);
 }
 
@@ -360,7 +396,7 @@ void StepScheduler::PublishGauges() {
 // ---- Scheduler: the engine thread ----
 
 Scheduler::Scheduler(ModelRunner& runner, SchedulerOptions options)
-    : runner_(runner), core_(runner, std::move(options)) {}
+    : runner_(runner), options_now_(options.now), core_(runner, std::move(options)) {}
 
 Scheduler::~Scheduler() { Stop(); }
 
@@ -376,6 +412,9 @@ absl::Status Scheduler::Submit(SequenceRequest request) {
   absl::MutexLock lock(&mu_);
   if (state_ != State::kIdle && state_ != State::kRunning) {
     return absl::UnavailableError("the engine is shutting down");
+  }
+  if (request.submit_time == absl::InfinitePast()) {
+    request.submit_time = options_now_ ? options_now_() : absl::Now();
   }
   if (!live_ids_.insert(request.id).second) {
     return absl::AlreadyExistsError(absl::StrCat("sequence id ", request.id, " is already in flight"));

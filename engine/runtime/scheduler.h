@@ -18,6 +18,13 @@
 // no crash, no deadlock. A finished, cancelled or expired sequence releases
 // its blocks before its final event is delivered.
 //
+// Observability costs the step nothing it would notice: a sequence's first
+// admission is reported by one `started` event (token -1) carrying its queue
+// time, before that step's forward pass, so a chunked prefill is seen as
+// started at once; every event carries the sequence's preemption count; and
+// SchedulerOptions::on_step, when set, is told each step's phase, duration and
+// sizes on the engine thread, from a reused struct (no allocation).
+//
 // Scheduler runs a StepScheduler on its own engine thread, which alone
 // touches the model runner and backend. Other threads (gRPC handlers) only
 // Submit, Cancel and read Load()/counters(): those post to the loop under a
@@ -65,6 +72,15 @@ struct TokenEvent {
   absl::Status status;
   int32_t prompt_tokens = 0;     // the request's prompt length
   int32_t generated_tokens = 0;  // tokens generated so far, including this one
+  // True on exactly one event: the one sent when the sequence first joins a
+  // running batch (token -1, not finished), before that step runs. A sequence
+  // that ends before ever running (cancelled, expired, invalid) never gets one.
+  bool started = false;
+  // On the started event: admission time minus submit time (the time spent
+  // in the inbox and the waiting queue), by the scheduler's clock.
+  double queue_seconds = 0.0;
+  // Times the sequence has been preempted so far (final on the finished event).
+  int32_t preemptions = 0;
 };
 
 struct SequenceRequest {
@@ -74,11 +90,31 @@ struct SequenceRequest {
   // End-of-generation ids; nullopt: the scheduler's (SchedulerOptions).
   std::optional<std::vector<int32_t>> end_of_generation_ids;
   absl::Time deadline = absl::InfiniteFuture();
+  // When the request entered the scheduler, for TokenEvent::queue_seconds;
+  // InfinitePast: stamped by Scheduler::Submit or StepScheduler::Add.
+  absl::Time submit_time = absl::InfinitePast();
   bool logprobs = false;     // report the chosen token's logprob
   int32_t top_logprobs = 0;  // and the n most likely alternatives (implies logprobs)
   // Called on the engine thread; must be cheap and must not block (enqueue
   // and return). It may call Scheduler::Cancel, but not StepScheduler methods.
   std::function<void(const TokenEvent&)> on_event;
+};
+
+enum class StepPhase { kPrefill = 0, kDecode = 1, kMixed = 2 };
+inline constexpr int kNumStepPhases = 3;
+const char* StepPhaseName(StepPhase phase);  // "prefill", "decode", "mixed"
+
+// What one engine step did, for SchedulerOptions::on_step.
+struct StepStats {
+  // kDecode: every sequence fed one sampled token; kPrefill: none did
+  // (prompt chunks or recomputation after preemption); kMixed: both.
+  StepPhase phase = StepPhase::kDecode;
+  double seconds = 0.0;  // forward pass + sampling + event delivery
+  int32_t num_seqs = 0;    // sequences in the forward pass
+  int32_t num_tokens = 0;  // tokens in the forward pass = prefill + decode
+  int32_t prefill_tokens = 0;  // of prompt chunks and recomputation
+  int32_t decode_tokens = 0;   // sampled tokens fed back, one per decoding sequence
+  int32_t sampled_tokens = 0;  // tokens sampled (generated) by this step
 };
 
 struct SchedulerOptions {
@@ -87,11 +123,11 @@ struct SchedulerOptions {
   std::vector<int32_t> end_of_generation_ids;
   // Clock for deadlines (tests inject one); null: absl::Now.
   std::function<absl::Time()> now;
+  // Called on the engine thread after every step that ran a forward pass
+  // (also when the pass failed). Must be cheap and must not block or call
+  // into the scheduler: it runs inside the step loop.
+  std::function<void(const StepStats&)> on_step;
 };
-
-enum class StepPhase { kPrefill = 0, kDecode = 1, kMixed = 2 };
-inline constexpr int kNumStepPhases = 3;
-const char* StepPhaseName(StepPhase phase);  // "prefill", "decode", "mixed"
 
 // Counters and gauges for metrics, written by the engine thread with relaxed
 // atomics and readable from any thread without stopping the loop.
@@ -174,6 +210,9 @@ class StepScheduler {
   void Finish(Sequence& seq, FinishReason reason, absl::Status status, bool with_token = false);
   void RemoveDone();
   void PublishGauges();
+  absl::Time Now() const { return options_.now ? options_.now() : absl::Now(); }
+  // Fills event_'s per-sequence fields and calls the sequence's callback.
+  void Deliver(Sequence& seq);
 
   ModelRunner& runner_;
   SchedulerOptions options_;
@@ -187,6 +226,8 @@ class StepScheduler {
   int64_t budget_ = 0;          // tokens left in the step being planned
   int64_t done_unremoved_ = 0;  // finished sequences not yet erased
   std::vector<Sequence*> logit_owners_;
+  std::vector<Sequence*> started_;  // admitted for the first time this step
+  StepStats step_stats_;
   std::vector<float> logits_;
   TokenEvent event_;
 };
@@ -226,6 +267,7 @@ class Scheduler {
   void Shutdown(State state);
 
   ModelRunner& runner_;
+  std::function<absl::Time()> options_now_;  // the options' clock, for submit times
   StepScheduler core_;  // engine thread only (after Start)
   mutable absl::Mutex mu_;
   State state_ ABSL_GUARDED_BY(mu_) = State::kIdle;
