@@ -1,21 +1,39 @@
 // polar bench (in-process): prefill and decode throughput of the engine at a
 // given batch size, with random prompt tokens and greedy decoding that ignores
-// EOS so every sequence generates exactly --gen-tokens tokens.
+// EOS so every sequence generates exactly --gen-tokens tokens. With
+// --target HOST:PORT it load-tests a polar-gateway instead (remote_bench.h).
 #include <chrono>
 #include <cstdio>
 #include <random>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "kernels/cpu/threads.h"
 #include "tools/polar/commands.h"
 #include "tools/polar/loaded_model.h"
+#include "tools/polar/remote_bench.h"
 
 namespace polar::cli {
 
 absl::Status RunBench(const std::vector<std::string>& argv) {
   absl::StatusOr<Args> args = Args::Parse(
-      argv, {"model", "batch", "prompt-tokens", "gen-tokens", "threads", "kv-cache-bytes", "max-batch-tokens"}, {});
+      argv,
+      {"model", "batch", "prompt-tokens", "gen-tokens", "threads", "kv-cache-bytes", "max-batch-tokens",
+       // --target (remote) only:
+       "target", "concurrency", "rate", "requests", "duration", "prompt-tokens-spread", "output-tokens",
+       "output-tokens-spread", "seed", "timeout", "json"},
+      {});
   if (!args.ok()) return args.status();
+  if (args->Has("target")) {
+    for (const char* local : {"model", "batch", "gen-tokens", "threads", "kv-cache-bytes", "max-batch-tokens"}) {
+      if (args->Has(local)) return absl::InvalidArgumentError(absl::StrCat("--", local, " is not used with --target"));
+    }
+    return RunRemoteBench(*args);
+  }
+  for (const char* remote : {"concurrency", "rate", "requests", "duration", "prompt-tokens-spread", "output-tokens",
+                             "output-tokens-spread", "seed", "timeout", "json"}) {
+    if (args->Has(remote)) return absl::InvalidArgumentError(absl::StrCat("--", remote, " needs --target"));
+  }
   absl::StatusOr<int64_t> batch = args->GetInt("batch", 1);
   absl::StatusOr<int64_t> prompt_tokens = args->GetInt("prompt-tokens", 32);
   absl::StatusOr<int64_t> gen_tokens = args->GetInt("gen-tokens", 64);

@@ -27,6 +27,10 @@ commands:
       teacher-forced logits of a JSON array of token ids, raw float32 [n, vocab]
   bench --model PATH [--batch N] [--prompt-tokens P] [--gen-tokens G] [--threads N]
       decode throughput of the in-process engine, one JSON line
+  bench --target HOST:PORT [--concurrency N | --rate R] [--requests M] [--duration S]
+        [--prompt-tokens P] [--prompt-tokens-spread F] [--output-tokens O]
+        [--output-tokens-spread F] [--seed S] [--timeout SECONDS] [--json FILE]
+      load-test a polar-gateway: throughput and TTFT / inter-token / end-to-end percentiles
 
 PATH is a .gguf file, a directory with config.json and safetensors, or synth:PRESET
 (random weights made in memory; presets as for model synth).
