@@ -124,11 +124,20 @@ int Run(int argc, char** argv) {
                  std::string(tokenizer.status().message()).c_str());
   }
 
+  // Metrics first: the step histograms' hook goes into the scheduler's options.
+  MetricsRegistry registry;
+  absl::StatusOr<std::unique_ptr<WorkerMetrics>> metrics = WorkerMetrics::Create(&registry, POLAR_VERSION);
+  if (!metrics.ok()) return Fail(metrics.status());
+
   SchedulerOptions scheduler_options;
   scheduler_options.max_batch_tokens = runner.options().max_batch_tokens;
   scheduler_options.max_num_seqs = static_cast<int32_t>(*max_num_seqs);
   scheduler_options.end_of_generation_ids = tok != nullptr ? tok->eos_ids() : runner.config().eos_token_ids;
+  scheduler_options.on_step = (*metrics)->StepObserver();
   Scheduler scheduler(runner, scheduler_options);
+  absl::Status status =
+      (*metrics)->Attach(&scheduler, runner.config().num_layers, runner.config().num_heads);
+  if (!status.ok()) return Fail(status);
   scheduler.Start();
 
   WorkerServiceOptions service_options;
@@ -139,13 +148,9 @@ int Run(int argc, char** argv) {
   service_options.max_waiting = static_cast<int32_t>(*max_waiting);
   WorkerService service(&runner, &scheduler, tok, service_options);
 
-  MetricsRegistry registry;
-  absl::StatusOr<std::unique_ptr<WorkerMetrics>> metrics = WorkerMetrics::Create(
-      &registry, &scheduler, runner.config().num_layers, runner.config().num_heads, POLAR_VERSION);
-  if (!metrics.ok()) return Fail(metrics.status());
   (*metrics)->StartPump();
   MetricsHttpServer metrics_server(&registry);
-  absl::Status status = metrics_server.Start(metrics_address->first, metrics_address->second);
+  status = metrics_server.Start(metrics_address->first, metrics_address->second);
   if (!status.ok()) return Fail(status);
 
   grpc::EnableDefaultHealthCheckService(true);

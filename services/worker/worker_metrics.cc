@@ -9,13 +9,39 @@
 namespace polar {
 
 absl::StatusOr<std::unique_ptr<WorkerMetrics>> WorkerMetrics::Create(MetricsRegistry* registry,
-                                                                     const Scheduler* scheduler,
-                                                                     int64_t num_layers, int64_t num_heads,
                                                                      const std::string& version) {
-  std::unique_ptr<WorkerMetrics> metrics(new WorkerMetrics(scheduler));
-  const SchedulerCounters& c = scheduler->counters();
+  std::unique_ptr<WorkerMetrics> metrics(new WorkerMetrics(registry));
   absl::Status status = registry->AddInfo("polar_build_info", "Polar build facts.", {{"version", version}});
   if (!status.ok()) return status;
+  // From 100 us (a decode step of a small model) to ~52 s, doubling: finer at
+  // the low end than DefaultLatencyBuckets, whose first bound is 0.5 ms.
+  absl::StatusOr<HistogramFamily*> step_seconds = registry->AddHistogram(
+      {"polar_step_seconds", "Engine step time (forward pass, sampling, events) by phase.", {"phase"}},
+      ExponentialBuckets(0.0001, 2.0, 20));
+  if (!step_seconds.ok()) return step_seconds.status();
+  for (int p = 0; p < kNumStepPhases; ++p) {
+    absl::StatusOr<Histogram*> child = (*step_seconds)->WithLabels({StepPhaseName(static_cast<StepPhase>(p))});
+    if (!child.ok()) return child.status();
+    metrics->step_seconds_[p] = *child;
+  }
+  absl::StatusOr<HistogramFamily*> batch_size = registry->AddHistogram(
+      {"polar_batch_size", "Sequences per engine step.", {}}, ExponentialBuckets(1.0, 2.0, 10));
+  if (!batch_size.ok()) return batch_size.status();
+  metrics->batch_size_ = &(*batch_size)->Get();
+  return metrics;
+}
+
+std::function<void(const StepStats&)> WorkerMetrics::StepObserver() {
+  return [this](const StepStats& step) {
+    step_seconds_[static_cast<int>(step.phase)]->Observe(step.seconds);
+    batch_size_->Observe(static_cast<double>(step.num_seqs));
+  };
+}
+
+absl::Status WorkerMetrics::Attach(const Scheduler* scheduler, int64_t num_layers, int64_t num_heads) {
+  MetricsRegistry* registry = registry_;
+  const SchedulerCounters& c = scheduler->counters();
+  absl::Status status;
 
   // Gauges read at scrape time.
   struct Callback {
@@ -34,20 +60,18 @@ absl::StatusOr<std::unique_ptr<WorkerMetrics>> WorkerMetrics::Create(MetricsRegi
          if (load.total_kv_blocks <= 0) return 0.0;
          return 1.0 - static_cast<double>(load.free_kv_blocks) / static_cast<double>(load.total_kv_blocks);
        }},
-      {"polar_batch_size", "Sequences in the most recent engine step.",
-       [&c] { return static_cast<double>(c.last_batch_seqs.load(std::memory_order_relaxed)); }},
   };
   for (const Callback& cb : callbacks) {
     status = registry->AddCallbackGauge({cb.name, cb.help, {}}, cb.read);
     if (!status.ok()) return status;
   }
 
-  absl::MutexLock lock(&metrics->mu_);
+  absl::MutexLock lock(&mu_);
   auto add_counter = [&](const char* name, const char* help,
                          const std::atomic<int64_t>* source) -> absl::Status {
     absl::StatusOr<CounterFamily*> family = registry->AddCounter({name, help, {}});
     if (!family.ok()) return family.status();
-    metrics->mirrors_.push_back({source, 1.0, {&(*family)->Get()}});
+    mirrors_.push_back({source, 1.0, {&(*family)->Get()}});
     return absl::OkStatus();
   };
   status = add_counter("polar_prompt_tokens_total", "Prompt tokens of admitted requests.", &c.prompt_tokens);
@@ -56,22 +80,6 @@ absl::StatusOr<std::unique_ptr<WorkerMetrics>> WorkerMetrics::Create(MetricsRegi
   if (!status.ok()) return status;
   status = add_counter("polar_preemptions_total", "Sequences preempted for KV blocks.", &c.preemptions);
   if (!status.ok()) return status;
-
-  absl::StatusOr<CounterFamily*> step_seconds = registry->AddCounter(
-      {"polar_step_seconds_total", "Engine step time (forward + sampling) by phase.", {"phase"}});
-  if (!step_seconds.ok()) return step_seconds.status();
-  absl::StatusOr<CounterFamily*> steps =
-      registry->AddCounter({"polar_steps_total", "Engine steps by phase.", {"phase"}});
-  if (!steps.ok()) return steps.status();
-  for (int p = 0; p < kNumStepPhases; ++p) {
-    const std::string phase = StepPhaseName(static_cast<StepPhase>(p));
-    absl::StatusOr<Counter*> seconds = (*step_seconds)->WithLabels({phase});
-    absl::StatusOr<Counter*> count = (*steps)->WithLabels({phase});
-    if (!seconds.ok()) return seconds.status();
-    if (!count.ok()) return count.status();
-    metrics->mirrors_.push_back({&c.step_nanos[p], 1e-9, {*seconds}});
-    metrics->mirrors_.push_back({&c.steps[p], 1.0, {*count}});
-  }
 
   // Dense model: every head of every layer is active for every token, so both
   // counters of a layer grow by num_heads per token of each step.
@@ -91,8 +99,8 @@ absl::StatusOr<std::unique_ptr<WorkerMetrics>> WorkerMetrics::Create(MetricsRegi
     heads.targets.push_back(*a);
     heads.targets.push_back(*t);
   }
-  metrics->mirrors_.push_back(std::move(heads));
-  return metrics;
+  mirrors_.push_back(std::move(heads));
+  return absl::OkStatus();
 }
 
 WorkerMetrics::~WorkerMetrics() { StopPump(); }

@@ -1,21 +1,25 @@
 // The worker's Prometheus metrics, fed from the Scheduler without touching
 // the engine step.
 //
-// The scheduler keeps cumulative relaxed atomics (SchedulerCounters) and has
-// no per-step hook, so the worker mirrors them: Sync() adds each counter's
-// growth since the previous Sync to the registry's counters (tokens,
-// preemptions, step time and step count per phase, attention heads per
-// layer). A pump thread calls Sync a few times a second; a scrape is at most
-// one period stale, and the engine thread never does any metrics work.
-// Gauges (running, waiting, KV usage, batch size) are callback gauges read at
-// scrape time.
+// Per-step distributions need per-step values, so the histograms
+// polar_step_seconds{phase} and polar_batch_size are fed by the scheduler's
+// on_step hook (StepObserver): a few relaxed atomic adds on the engine thread,
+// no lock and no allocation, so counting does not slow the step.
 //
-// Step time is exported as counters (polar_step_seconds_total{phase},
-// polar_steps_total{phase}), not a histogram: from sums alone a histogram's
-// buckets would be invented. rate(sum)/rate(count) gives the mean step time.
+// Cumulative totals come from the scheduler's relaxed atomics
+// (SchedulerCounters) instead: Sync() adds each counter's growth since the
+// previous Sync to the registry's counters (tokens, preemptions, attention
+// heads per layer). A pump thread calls Sync a few times a second; a scrape
+// is at most one period stale. Gauges (running, waiting, KV usage) are
+// callback gauges read at scrape time.
+//
+// Setup is two-phase because the hook must be in SchedulerOptions before the
+// Scheduler exists: Create, put StepObserver() into the options, construct
+// the Scheduler, then Attach it.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -32,12 +36,18 @@ namespace polar {
 
 class WorkerMetrics {
  public:
-  // Registers every family in `registry`; both must outlive the result.
+  // Registers the build info and the step histograms in `registry`, which
+  // must outlive the result.
   static absl::StatusOr<std::unique_ptr<WorkerMetrics>> Create(MetricsRegistry* registry,
-                                                               const Scheduler* scheduler,
-                                                               int64_t num_layers, int64_t num_heads,
                                                                const std::string& version);
   ~WorkerMetrics();  // StopPump()
+
+  // For SchedulerOptions::on_step: observes one step into the histograms.
+  // Lock-free; valid while this object lives.
+  std::function<void(const StepStats&)> StepObserver();
+  // Registers the families read from `scheduler` (gauges and mirrored
+  // counters); call once, before StartPump. `scheduler` must outlive this.
+  absl::Status Attach(const Scheduler* scheduler, int64_t num_layers, int64_t num_heads);
 
   // Mirrors the scheduler's counter growth since the last call. Thread-safe.
   void Sync();
@@ -52,9 +62,11 @@ class WorkerMetrics {
     std::vector<Counter*> targets;
     int64_t last = 0;
   };
-  WorkerMetrics(const Scheduler* scheduler) : scheduler_(scheduler) {}
+  explicit WorkerMetrics(MetricsRegistry* registry) : registry_(registry) {}
 
-  const Scheduler* scheduler_;
+  MetricsRegistry* registry_;
+  Histogram* step_seconds_[kNumStepPhases] = {};  // by StepPhase
+  Histogram* batch_size_ = nullptr;
   absl::Mutex mu_;
   std::vector<Mirror> mirrors_ ABSL_GUARDED_BY(mu_);
   std::thread pump_;

@@ -143,6 +143,8 @@ class WorkerService::GenerateReactor final : public grpc::ServerWriteReactor<v1:
     v1::RequestUpdate pending;
     int32_t completion_tokens = 0;
     absl::Time first_token = absl::InfiniteFuture();
+    double queue_seconds = -1.0;  // from the engine's started event; < 0: never started
+    int32_t preemptions = 0;
   };
   enum class Next { kNothing, kWrite, kFinish };
 
@@ -211,6 +213,7 @@ void WorkerService::GenerateReactor::Start(std::shared_ptr<GenerateReactor> self
     if (status.ok() && !engine_id.ok()) status = engine_id.status();
     if (status.ok()) {
       request->id = *engine_id;
+      request->submit_time = receipt_;  // queue time counts from the batch's receipt, like the other stats
       std::shared_ptr<GenerateReactor> keep = self_;
       const size_t index = static_cast<size_t>(i);
       request->on_event = [keep, index](const TokenEvent& event) { keep->OnEngineEvent(index, event); };
@@ -246,9 +249,15 @@ void WorkerService::GenerateReactor::OnEngineEvent(size_t index, const TokenEven
       slot.pending.set_request_id(slot.request_id);
       slot.has_pending = true;
     }
-    if (!slot.started_sent) {
-      slot.pending.set_started(true);
-      slot.started_sent = true;
+    slot.preemptions = event.preemptions;
+    // The engine says when the sequence joined a running batch; a sequence
+    // that ends before that is marked started by FinishSlot.
+    if (event.started) {
+      slot.queue_seconds = event.queue_seconds;
+      if (!slot.started_sent) {
+        slot.pending.set_started(true);
+        slot.started_sent = true;
+      }
     }
     if (event.token >= 0) {
       slot.pending.add_token_ids(event.token);
@@ -298,6 +307,10 @@ void WorkerService::GenerateReactor::FinishSlot(Slot& slot, v1::FinishReason rea
     stats->set_time_to_first_token_seconds(absl::ToDoubleSeconds(slot.first_token - receipt_));
   }
   stats->set_total_seconds(absl::ToDoubleSeconds(now - receipt_));
+  // Never admitted (cancelled, expired or refused while waiting): it was
+  // queued for its whole life.
+  stats->set_queue_seconds(slot.queue_seconds >= 0.0 ? slot.queue_seconds : stats->total_seconds());
+  stats->set_preemptions(slot.preemptions);
 }
 
 WorkerService::GenerateReactor::Next WorkerService::GenerateReactor::PlanNext() {

@@ -46,14 +46,28 @@ class Collector {
     int finished_events = 0;
     FinishReason reason = FinishReason::kLength;
     absl::Status status;
+    int started_events = 0;
+    bool token_before_started = false;
+    double queue_seconds = -1.0;
+    int32_t final_preemptions = -1;  // from the finished event
   };
 
   std::function<void(const TokenEvent&)> Sink() {
     return [this](const TokenEvent& e) {
       absl::MutexLock lock(&mu_);
       Outcome& o = outcomes_[e.id];
-      if (e.token >= 0) o.tokens.push_back(e.token);
+      if (e.started) {
+        ++o.started_events;
+        o.queue_seconds = e.queue_seconds;
+        EXPECT_EQ(e.token, -1);
+        EXPECT_FALSE(e.finished);
+      }
+      if (e.token >= 0) {
+        o.tokens.push_back(e.token);
+        if (o.started_events == 0) o.token_before_started = true;
+      }
       if (e.finished) {
+        o.final_preemptions = e.preemptions;
         ++o.finished_events;
         o.reason = e.finish_reason;
         o.status = e.status;
@@ -199,21 +213,61 @@ TEST(SchedulerTest, PreemptionWhenKvRunsOutKeepsOutputs) {
   std::vector<GenerationRequest> requests = MixedRequests(runner->config().vocab_size, 6, 12, 24, 11);
   const std::vector<std::vector<int32_t>> alone = RunEachAlone(*runner, requests);
 
-  Scheduler scheduler(*runner, {});
+  // The step hook runs on the engine thread; read its sums after Drain joins it.
+  struct StepTotals {
+    int64_t steps = 0, seqs = 0, tokens = 0, sampled = 0, inconsistent = 0;
+  } totals;
+  SchedulerOptions scheduler_options;
+  scheduler_options.on_step = [&totals](const StepStats& step) {
+    ++totals.steps;
+    totals.seqs += step.num_seqs;
+    totals.tokens += step.num_tokens;
+    totals.sampled += step.sampled_tokens;
+    const bool consistent = step.num_seqs >= 1 && step.seconds >= 0.0 &&
+                            step.prefill_tokens + step.decode_tokens == step.num_tokens &&
+                            step.decode_tokens <= step.num_seqs && step.sampled_tokens <= step.num_seqs &&
+                            (step.phase != StepPhase::kDecode || step.prefill_tokens == 0) &&
+                            (step.phase != StepPhase::kPrefill || step.decode_tokens == 0);
+    if (!consistent) ++totals.inconsistent;
+  };
+  Scheduler scheduler(*runner, scheduler_options);
   Collector collector;
   for (size_t i = 0; i < requests.size(); ++i) {
     ASSERT_TRUE(scheduler.Submit(ToSequence(i, requests[i], collector.Sink())).ok());
   }
   scheduler.Start();
   ASSERT_TRUE(collector.WaitFinished(static_cast<int>(requests.size())));
+  scheduler.Drain();
   EXPECT_GT(scheduler.counters().preemptions.load(), 0);
   RecordProperty("preemptions", static_cast<int>(scheduler.counters().preemptions.load()));
   EXPECT_GT(scheduler.counters().recomputed_tokens.load(), 0);
+  int64_t preemptions = 0, generated = 0, fed_once = 0;
   for (size_t i = 0; i < requests.size(); ++i) {
     const Collector::Outcome o = collector.Get(i);
     EXPECT_EQ(o.reason, FinishReason::kLength) << "request " << i << ": " << o.status;
     EXPECT_EQ(o.tokens, alone[i]) << "request " << i;
+    // One started event, before any token, even for a preempted sequence.
+    EXPECT_EQ(o.started_events, 1) << "request " << i;
+    EXPECT_FALSE(o.token_before_started) << "request " << i;
+    EXPECT_GE(o.queue_seconds, 0.0) << "request " << i;
+    EXPECT_GE(o.final_preemptions, 0) << "request " << i;
+    preemptions += o.final_preemptions;
+    generated += static_cast<int64_t>(o.tokens.size());
+    // Every prompt and generated token is fed once, except the last sampled one.
+    fed_once += static_cast<int64_t>(requests[i].prompt.size() + o.tokens.size()) - 1;
   }
+  EXPECT_EQ(preemptions, scheduler.counters().preemptions.load());
+
+  // One on_step call per step, whose numbers add up to the counters and to
+  // what the sequences saw: preempted work is fed again.
+  int64_t steps = 0;
+  for (int p = 0; p < kNumStepPhases; ++p) steps += scheduler.counters().steps[p].load();
+  EXPECT_EQ(totals.steps, steps);
+  EXPECT_EQ(totals.inconsistent, 0);
+  EXPECT_EQ(totals.seqs, scheduler.counters().batch_seqs_total.load());
+  EXPECT_EQ(totals.tokens, scheduler.counters().batch_tokens_total.load());
+  EXPECT_EQ(totals.tokens, fed_once + scheduler.counters().recomputed_tokens.load());
+  EXPECT_EQ(totals.sampled, generated);
   const LoadReport load = scheduler.Load();
   EXPECT_EQ(load.free_kv_blocks, load.total_kv_blocks);
 
@@ -324,6 +378,15 @@ TEST(SchedulerTest, DeadlineEndsRunningAndWaitingSequences) {
   EXPECT_EQ(collector.Get(3).reason, FinishReason::kLength);
   EXPECT_EQ(collector.Get(3).tokens.size(), 5u);
   EXPECT_EQ(scheduler.Load().free_kv_blocks, scheduler.Load().total_kv_blocks);
+  // Queue time is admission minus submission by the scheduler's clock: the
+  // first ran at once, the second never ran (no started event), the third was
+  // admitted once the clock read 100 s.
+  EXPECT_EQ(collector.Get(1).started_events, 1);
+  EXPECT_EQ(collector.Get(1).queue_seconds, 0.0);
+  EXPECT_EQ(collector.Get(2).started_events, 0);
+  EXPECT_EQ(collector.Get(3).started_events, 1);
+  EXPECT_EQ(collector.Get(3).queue_seconds, 100.0);
+  EXPECT_EQ(collector.Get(3).final_preemptions, 0);
   EXPECT_EQ(scheduler.counters().finished[static_cast<int>(FinishReason::kDeadline)].load(), 2);
 }
 

@@ -34,6 +34,7 @@ struct Finished {
   v1::RequestUpdate final_update;
   int finals = 0;
   int started = 0;
+  bool token_before_started = false;  // a token arrived in an update before the started one
 };
 
 // Reads a whole Generate stream into per-request results.
@@ -42,6 +43,7 @@ grpc::Status ReadAll(grpc::ClientReaderInterface<v1::WorkerEvent>* reader, std::
   while (reader->Read(&event)) {
     for (const v1::RequestUpdate& u : event.updates()) {
       Finished& f = (*out)[u.request_id()];
+      if (u.token_ids_size() > 0 && f.started == 0 && !u.started()) f.token_before_started = true;
       f.tokens.insert(f.tokens.end(), u.token_ids().begin(), u.token_ids().end());
       if (u.started()) ++f.started;
       if (u.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
@@ -136,7 +138,13 @@ TEST_F(WorkerTest, StreamedBatchMatchesModelRunnerGenerate) {
     const Finished& f = got[id];
     EXPECT_EQ(f.finals, 1);
     EXPECT_EQ(f.started, 1);
+    EXPECT_FALSE(f.token_before_started);
     EXPECT_EQ(f.final_update.finish_reason(), v1::FINISH_REASON_LENGTH);
+    // The engine's admission time: after receipt, before the first token.
+    const v1::RequestStats& stats = f.final_update.stats();
+    EXPECT_GE(stats.queue_seconds(), 0.0);
+    EXPECT_LE(stats.queue_seconds(), stats.time_to_first_token_seconds());
+    EXPECT_EQ(stats.preemptions(), 0);  // the pool holds all three at once
     EXPECT_EQ(f.tokens, (*expected)[i].tokens);
     EXPECT_EQ(f.final_update.stats().completion_tokens(), batch.requests(i).max_tokens());
     EXPECT_EQ(f.final_update.stats().prompt_tokens(), batch.requests(i).prompt_token_ids_size());
@@ -330,12 +338,24 @@ TEST_F(WorkerTest, MetricsAreExported) {
   for (const char* name :
        {"polar_requests_running ", "polar_requests_waiting ", "polar_kv_cache_usage_ratio ",
         "polar_prompt_tokens_total ", "polar_generation_tokens_total ", "polar_preemptions_total ",
-        "polar_step_seconds_total{phase=\"prefill\"}", "polar_steps_total{phase=\"decode\"}",
-        "polar_batch_size ", "polar_attention_heads_active_total{layer=\"0\"}",
+        "polar_step_seconds_bucket{phase=\"prefill\",le=", "polar_step_seconds_sum{phase=\"decode\"}",
+        "polar_batch_size_bucket{le=\"1\"}", "polar_attention_heads_active_total{layer=\"0\"}",
         "polar_attention_heads_total{layer=\"0\"}", "polar_build_info{version="}) {
     EXPECT_NE(body.find(name), std::string::npos) << name << " missing in\n" << body;
   }
   EXPECT_EQ(body.find("polar_generation_tokens_total 0\n"), std::string::npos) << body;
+  // The histograms are observed at each step, not pumped: the prompt's prefill
+  // and at least one decode step (4 tokens) are counted by now.
+  auto sample = [&body](const std::string& line_start) -> double {
+    const size_t at = body.find(line_start);
+    if (at == std::string::npos) return -1.0;
+    return std::stod(body.substr(at + line_start.size()));
+  };
+  EXPECT_GT(sample("polar_step_seconds_bucket{phase=\"prefill\",le=\"+Inf\"} "), 0.0) << body;
+  EXPECT_GT(sample("polar_step_seconds_bucket{phase=\"decode\",le=\"+Inf\"} "), 0.0) << body;
+  EXPECT_GT(sample("polar_step_seconds_count{phase=\"decode\"} "), 0.0) << body;
+  EXPECT_GT(sample("polar_batch_size_bucket{le=\"1\"} "), 0.0) << body;
+  EXPECT_GT(sample("polar_batch_size_count "), 0.0) << body;
 }
 
 TEST_F(WorkerTest, SigtermFinishesInFlightWorkAndExitsZero) {
