@@ -25,87 +25,13 @@
 #include "gtest/gtest.h"
 #include "polar/v1/gateway.grpc.pb.h"
 #include "polar/v1/worker.grpc.pb.h"
+#include "tests/integration/service_processes.h"
 
 namespace polar {
 namespace {
 
-// A child process whose stdout we read line by line.
-class ChildProcess {
- public:
-  ~ChildProcess() { Stop(); }
-
-  bool Start(const std::vector<std::string>& argv) {
-    int fds[2];
-    if (pipe(fds) != 0) return false;
-    pid_ = fork();
-    if (pid_ == 0) {
-      dup2(fds[1], STDOUT_FILENO);
-      close(fds[0]);
-      close(fds[1]);
-      std::vector<char*> args;
-      for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-      args.push_back(nullptr);
-      execv(args[0], args.data());
-      _exit(127);
-    }
-    close(fds[1]);
-    out_fd_ = fds[0];
-    return pid_ > 0;
-  }
-
-  // The first stdout line starting with `prefix`, or "" after `timeout`.
-  std::string WaitForLine(const std::string& prefix, std::chrono::seconds timeout) {
-    const auto end = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < end) {
-      size_t newline;
-      while ((newline = buffer_.find('\n')) != std::string::npos) {
-        std::string line = buffer_.substr(0, newline);
-        buffer_.erase(0, newline + 1);
-        if (line.rfind(prefix, 0) == 0) return line;
-      }
-      pollfd pfd{out_fd_, POLLIN, 0};
-      if (poll(&pfd, 1, 200) <= 0) continue;
-      char chunk[4096];
-      ssize_t n = read(out_fd_, chunk, sizeof(chunk));
-      if (n <= 0) return "";  // exited
-      buffer_.append(chunk, n);
-    }
-    return "";
-  }
-
-  void Stop() {
-    if (pid_ <= 0) return;
-    kill(pid_, SIGTERM);
-    for (int i = 0; i < 100; ++i) {
-      if (waitpid(pid_, nullptr, WNOHANG) == pid_) {
-        pid_ = -1;
-        break;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    if (pid_ > 0) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-      pid_ = -1;
-    }
-    if (out_fd_ >= 0) close(out_fd_);
-    out_fd_ = -1;
-  }
-
- private:
-  pid_t pid_ = -1;
-  int out_fd_ = -1;
-  std::string buffer_;
-};
-
-// "... grpc=HOST:PORT metrics=HOST:PORT" -> the value after `key=`.
-std::string Field(const std::string& line, const std::string& key) {
-  size_t begin = line.find(key + "=");
-  if (begin == std::string::npos) return "";
-  begin += key.size() + 1;
-  size_t end = line.find(' ', begin);
-  return line.substr(begin, end == std::string::npos ? std::string::npos : end - begin);
-}
+using testing::ChildProcess;
+using testing::Field;
 
 class GatewayTest : public ::testing::Test {
  protected:
