@@ -27,6 +27,7 @@
 #include "services/worker/worker_metrics.h"
 #include "services/worker/worker_service.h"
 #include "tools/polar/args.h"
+#include "engine/tokenizer/tokenizer_loading.h"
 #include "tools/polar/loaded_model.h"
 
 namespace polar {
@@ -116,7 +117,7 @@ int Run(int argc, char** argv) {
   if (!model.ok()) return Fail(model.status());
   ModelRunner& runner = *model->runner;
   // A model without a tokenizer is served by ids alone: GetTokenizer answers NOT_FOUND.
-  absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = cli::LoadTokenizer(runner.checkpoint());
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = LoadTokenizer(runner.checkpoint());
   if (!tokenizer.ok() && !absl::IsNotFound(tokenizer.status())) return Fail(tokenizer.status());
   const Tokenizer* tok = tokenizer.ok() ? tokenizer->get() : nullptr;
   if (tok == nullptr) {
