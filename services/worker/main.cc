@@ -149,7 +149,6 @@ int Run(int argc, char** argv) {
   service_options.max_waiting = static_cast<int32_t>(*max_waiting);
   WorkerService service(&runner, &scheduler, tok, service_options);
 
-  (*metrics)->StartPump();
   MetricsHttpServer metrics_server(&registry);
   status = metrics_server.Start(metrics_address->first, metrics_address->second);
   if (!status.ok()) return Fail(status);
@@ -177,6 +176,9 @@ int Run(int argc, char** argv) {
     scheduler.Stop();
     return Fail(status);
   }
+  // Counters start after the warm-up: it served no request.
+  (*metrics)->DiscardPendingGrowth();
+  (*metrics)->StartPump();
   health->SetServingStatus(true);
   std::fprintf(stderr, "polar-worker: ready (instance %s)\n", service_options.instance_id.c_str());
 

@@ -116,6 +116,11 @@ void WorkerMetrics::Sync() {
   }
 }
 
+void WorkerMetrics::DiscardPendingGrowth() {
+  absl::MutexLock lock(&mu_);
+  for (Mirror& m : mirrors_) m.last = m.source->load(std::memory_order_relaxed);
+}
+
 void WorkerMetrics::StartPump(int period_ms) {
   if (pump_.joinable()) return;
   pump_ = std::thread([this, period_ms] {

@@ -51,6 +51,9 @@ class WorkerMetrics {
 
   // Mirrors the scheduler's counter growth since the last call. Thread-safe.
   void Sync();
+  // Forgets the growth since the last Sync (the worker's warm-up step, which
+  // served no request, must not count as served tokens). Thread-safe.
+  void DiscardPendingGrowth();
   // Calls Sync every `period_ms` on a thread of its own until StopPump.
   void StartPump(int period_ms = 250);
   void StopPump();

@@ -32,6 +32,7 @@ namespace {
 
 using testing::ChildProcess;
 using testing::Field;
+using testing::MetricValue;
 
 class GatewayTest : public ::testing::Test {
  protected:
@@ -56,6 +57,7 @@ class GatewayTest : public ::testing::Test {
     ASSERT_FALSE(worker_line.empty()) << "polar-worker did not start";
     const std::string worker_address = Field(worker_line, "grpc");
     worker_address_ = new std::string(worker_address);
+    worker_metrics_address_ = new std::string(Field(worker_line, "metrics"));
 
     gateway_ = new ChildProcess();
     ASSERT_TRUE(gateway_->Start({bin + "/polar-gateway", "--listen", "127.0.0.1:0", "--metrics-listen",
@@ -85,6 +87,7 @@ class GatewayTest : public ::testing::Test {
     delete gateway_address_;
     delete metrics_address_;
     delete worker_address_;
+    delete worker_metrics_address_;
     gateway_ = worker_ = nullptr;
   }
 
@@ -118,16 +121,17 @@ class GatewayTest : public ::testing::Test {
   static inline std::string* gateway_address_ = nullptr;
   static inline std::string* metrics_address_ = nullptr;
   static inline std::string* worker_address_ = nullptr;
+  static inline std::string* worker_metrics_address_ = nullptr;
 
-  // Waits until the worker runs and queues nothing: the gateway's cancel or
-  // deadline reached it. False after `timeout`.
+  // Waits until the worker's /metrics show nothing running or waiting and
+  // every KV block free again: the gateway's cancel or deadline reached it
+  // and the blocks were released. False after `timeout`.
   static bool WaitForIdleWorker(std::chrono::seconds timeout) {
-    auto worker = v1::Worker::NewStub(grpc::CreateChannel(*worker_address_, grpc::InsecureChannelCredentials()));
     const auto end = std::chrono::steady_clock::now() + timeout;
     while (std::chrono::steady_clock::now() < end) {
-      grpc::ClientContext ctx;
-      v1::LoadReport load;
-      if (worker->GetLoad(&ctx, v1::GetLoadRequest(), &load).ok() && load.running() == 0 && load.waiting() == 0) {
+      const std::string& metrics = *worker_metrics_address_;
+      if (MetricValue(metrics, "polar_requests_running") == 0 && MetricValue(metrics, "polar_requests_waiting") == 0 &&
+          MetricValue(metrics, "polar_kv_cache_usage_ratio") == 0) {
         return true;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -270,6 +274,7 @@ TEST_F(GatewayTest, ClientCancelStopsTheWorkerRequest) {
   auto reader = stub_->GenerateStream(&ctx, request);
   v1::GenerateStreamResponse message;
   ASSERT_TRUE(reader->Read(&message));  // generation is under way
+  EXPECT_GT(MetricValue(*worker_metrics_address_, "polar_kv_cache_usage_ratio"), 0);
   ctx.TryCancel();
   while (reader->Read(&message)) {
   }

@@ -18,6 +18,8 @@
 #include <thread>
 #include <vector>
 
+#include <httplib.h>
+
 namespace polar::testing {
 
 // A child process whose stdout we read line by line.
@@ -113,6 +115,27 @@ inline std::string Field(const std::string& line, const std::string& key) {
   begin += key.size() + 1;
   size_t end = line.find(' ', begin);
   return line.substr(begin, end == std::string::npos ? std::string::npos : end - begin);
+}
+
+// The sum of every sample of metric `name` (any labels) in a /metrics
+// scrape of `address` (HOST:PORT); -1 if the scrape failed.
+inline double MetricValue(const std::string& address, const std::string& name) {
+  httplib::Client client(address.substr(0, address.rfind(':')), std::stoi(address.substr(address.rfind(':') + 1)));
+  client.set_connection_timeout(2);
+  auto result = client.Get("/metrics");
+  if (!result || result->status != 200) return -1;
+  double sum = 0;
+  size_t at = 0;
+  const std::string& body = result->body;
+  while ((at = body.find(name, at)) != std::string::npos) {
+    const bool line_start = at == 0 || body[at - 1] == '\n';
+    const size_t after = at + name.size();
+    at = after;
+    if (!line_start || after >= body.size() || (body[after] != ' ' && body[after] != '{')) continue;
+    const size_t value = body.find(' ', body[after] == '{' ? body.find('}', after) : after);
+    sum += std::stod(body.substr(value + 1, body.find('\n', value) - value - 1));
+  }
+  return sum;
 }
 
 }  // namespace polar::testing

@@ -402,6 +402,15 @@ TEST(WorkerNoTokenizerTest, ServesIdsAndAnswersNotFoundForTheTokenizer) {
                            &error))
       << error;
   ASSERT_TRUE(worker.WaitServing());
+  // The warm-up step served no request: the token counters start at zero
+  // (waited past a few mirror periods so growth would have shown).
+  std::this_thread::sleep_for(std::chrono::milliseconds(800));
+  httplib::Client metrics("127.0.0.1", worker.metrics_port());
+  httplib::Result scrape = metrics.Get("/metrics");
+  ASSERT_TRUE(scrape);
+  EXPECT_NE(scrape->body.find("\npolar_generation_tokens_total 0\n"), std::string::npos) << scrape->body;
+  EXPECT_NE(scrape->body.find("\npolar_prompt_tokens_total 0\n"), std::string::npos) << scrape->body;
+
   auto stub = v1::Worker::NewStub(worker.channel());
   grpc::ClientContext context;
   v1::Tokenizer tokenizer;
