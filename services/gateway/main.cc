@@ -43,7 +43,11 @@ ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9090",
           "HOST:PORT of the Prometheus /metrics endpoint; empty: no metrics endpoint");
 ABSL_FLAG(std::string, workers, "",
           "Workers: HOST:PORT[,HOST:PORT...] or dns:///NAME:PORT (every A/AAAA record of NAME, "
-          "re-resolved every 5 s; a Kubernetes headless Service)");
+          "re-resolved every --dns_refresh_seconds; a Kubernetes headless Service)");
+ABSL_FLAG(std::string, dns_server, "",
+          "With --workers dns:///...: IP:PORT of the DNS server to ask (empty: the system's resolver, "
+          "/etc/hosts then /etc/resolv.conf)");
+ABSL_FLAG(double, dns_refresh_seconds, 5.0, "With --workers dns:///...: how often the name is resolved again");
 ABSL_FLAG(int, max_queue, 256,
           "Requests admitted but not yet started by a worker; beyond it requests fail at once with "
           "RESOURCE_EXHAUSTED");
@@ -79,8 +83,15 @@ int Run() {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
+  targets->dns_server = absl::GetFlag(FLAGS_dns_server);
+  const double dns_refresh_seconds = absl::GetFlag(FLAGS_dns_refresh_seconds);
+  if (!(dns_refresh_seconds > 0)) {
+    fprintf(stderr, "polar-gateway: --dns_refresh_seconds must be > 0\n");
+    return 2;
+  }
+
   MetricsRegistry registry;
-  WorkerPool pool(*std::move(targets));
+  WorkerPool pool(*std::move(targets), absl::Milliseconds(200), absl::Seconds(dns_refresh_seconds));
   GatewayOptions options;
   options.max_queue = absl::GetFlag(FLAGS_max_queue);
   options.default_max_tokens = absl::GetFlag(FLAGS_default_max_tokens);

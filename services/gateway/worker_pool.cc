@@ -3,11 +3,6 @@
 // within its deadline is simply not ready until the next one that does.
 #include "services/gateway/worker_pool.h"
 
-#include <netdb.h>
-#include <sys/socket.h>
-
-#include <arpa/inet.h>
-
 #include <algorithm>
 #include <limits>
 
@@ -20,6 +15,7 @@
 #include <grpcpp/support/channel_arguments.h>
 
 #include "services/common/status_mapping.h"
+#include "services/gateway/dns_resolver.h"
 
 namespace polar {
 namespace {
@@ -160,25 +156,13 @@ void WorkerPool::Resolve() {
     if (absl::Now() - last_resolve_ < dns_interval_) return;
     last_resolve_ = absl::Now();
   }
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  addrinfo* result = nullptr;
-  // A failed lookup keeps the workers we had: DNS hiccups must not empty the pool.
-  if (getaddrinfo(targets_.dns_host.c_str(), targets_.dns_port.c_str(), &hints, &result) != 0) return;
+  // A failed lookup keeps the workers we had: DNS hiccups must not empty the
+  // pool. A name with no address left (every pod gone) does empty it.
+  absl::StatusOr<std::vector<std::string>> resolved =
+      ResolveAllAddresses(targets_.dns_host, targets_.dns_port, targets_.dns_server, absl::Seconds(2));
+  if (!resolved.ok() && !absl::IsNotFound(resolved.status())) return;
   std::set<std::string> addresses;
-  for (addrinfo* ai = result; ai != nullptr; ai = ai->ai_next) {
-    char host[INET6_ADDRSTRLEN] = {};
-    if (ai->ai_family == AF_INET) {
-      inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(ai->ai_addr)->sin_addr, host, sizeof(host));
-      addresses.insert(absl::StrCat(host, ":", targets_.dns_port));
-    } else if (ai->ai_family == AF_INET6) {
-      inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(ai->ai_addr)->sin6_addr, host, sizeof(host));
-      addresses.insert(absl::StrCat("[", host, "]:", targets_.dns_port));
-    }
-  }
-  freeaddrinfo(result);
-  if (addresses.empty()) return;
+  if (resolved.ok()) addresses.insert(resolved->begin(), resolved->end());
   absl::MutexLock lock(&mu_);
   std::vector<std::shared_ptr<WorkerHandle>> next;
   for (auto& worker : workers_) {

@@ -49,6 +49,7 @@ struct WorkerTargets {
   std::vector<std::string> static_addresses;  // when not DNS
   std::string dns_host;                       // when DNS
   std::string dns_port;
+  std::string dns_server;  // "" (the system's resolver) or IP:PORT of the DNS server to ask
 };
 absl::StatusOr<WorkerTargets> ParseWorkerTargets(const std::string& spec);
 

@@ -9,11 +9,7 @@
 // (every stream finishes, exit 0). Measured times are printed (facts to
 // report, not assertions: the machine is shared). Skips when the binaries or
 // the model are missing.
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -32,6 +28,7 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "polar/v1/gateway.grpc.pb.h"
+#include "services/gateway/dns_resolver.h"
 #include "tests/integration/service_processes.h"
 
 namespace polar {
@@ -40,6 +37,7 @@ namespace {
 using testing::ChildProcess;
 using testing::Field;
 using testing::MetricValue;
+using testing::UnusedPort;
 using Clock = std::chrono::steady_clock;
 
 double SecondsSince(Clock::time_point start) {
@@ -69,11 +67,12 @@ struct Worker {
 
 // Starts a polar-worker listening on `port` (0: any); false if it never
 // printed its listening line.
-bool StartWorker(int port, Worker* worker, const std::vector<std::string>& extra = {}) {
+bool StartWorker(int port, Worker* worker, const std::vector<std::string>& extra = {},
+                 const std::string& host = "127.0.0.1") {
   worker->process = std::make_unique<ChildProcess>();
   // One engine thread each: two workers share this machine's two cores.
   std::vector<std::string> argv = {std::string(POLAR_BIN_DIR) + "/polar-worker", "--model", POLAR_DEFAULT_MODEL,
-                                   "--listen", absl::StrCat("127.0.0.1:", port), "--metrics-listen", "127.0.0.1:0",
+                                   "--listen", absl::StrCat(host, ":", port), "--metrics-listen", "127.0.0.1:0",
                                    "--threads", "1", "--kv-cache-bytes", "268435456"};
   argv.insert(argv.end(), extra.begin(), extra.end());
   if (!worker->process->Start(argv)) return false;
@@ -81,6 +80,11 @@ bool StartWorker(int port, Worker* worker, const std::vector<std::string>& extra
   worker->grpc_address = Field(line, "grpc");
   worker->metrics_address = Field(line, "metrics");
   return !line.empty();
+}
+
+// The worker's polar_generation_tokens_total (-1: scrape failed).
+double GeneratedTokens(const Worker& worker) {
+  return MetricValue(worker.metrics_address, "polar_generation_tokens_total");
 }
 
 // A running gateway.
@@ -114,13 +118,17 @@ bool StartGateway(const std::string& workers, const std::vector<std::string>& ex
 }
 
 // Waits until the gateway at `address` reports `ready` ready workers.
-bool WaitWorkersReady(const std::string& address, int ready, std::chrono::seconds timeout) {
+bool WaitWorkersReady(const std::string& address, int ready, std::chrono::seconds timeout,
+                      int* workers_known = nullptr) {
   auto stub = GatewayStub(address);
   const auto end = Clock::now() + timeout;
   while (Clock::now() < end) {
     grpc::ClientContext ctx;
     v1::ModelInfo info;
-    if (stub->GetModelInfo(&ctx, v1::GetModelInfoRequest(), &info).ok() && info.workers_ready() == ready) return true;
+    if (stub->GetModelInfo(&ctx, v1::GetModelInfoRequest(), &info).ok() && info.workers_ready() == ready) {
+      if (workers_known != nullptr) *workers_known = info.workers();
+      return true;
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   return false;
@@ -185,9 +193,6 @@ class GatewayAcceptanceTest : public ::testing::Test {
   }
 
   static std::string WorkerList() { return workers_[0].grpc_address + "," + workers_[1].grpc_address; }
-  static double GeneratedTokens(const Worker& worker) {
-    return MetricValue(worker.metrics_address, "polar_generation_tokens_total");
-  }
 
   static inline std::string skip_reason_;
   static inline Worker* workers_ = nullptr;
@@ -504,22 +509,6 @@ TEST_F(GatewayAcceptanceTest, SigtermDrainsInFlightStreamsAndExitsZero) {
   EXPECT_EQ(exit_code, 0);
 }
 
-// A TCP port nobody listens on right now (bound to port 0, then released).
-int UnusedPort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof(address);
-  int port = 0;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0 &&
-      getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0) {
-    port = ntohs(address.sin_port);
-  }
-  close(fd);
-  return port;
-}
-
 // Requests queued on a worker that dies before starting them are
 // re-dispatched to another worker and complete there; the one that had
 // started ends UNAVAILABLE. Worker A runs one sequence at a time, so three
@@ -591,6 +580,85 @@ TEST_F(GatewayAcceptanceTest, RequestsNotStartedOnAKilledWorkerAreRedispatched) 
          "the started one ended %s after %zu tokens\n",
          kQueued, redispatch_seconds, long_result.status.ok() ? "OK" : "UNAVAILABLE", long_result.ids.size());
   EXPECT_GE(b_gained, kQueued * kTokens);
+}
+
+// Writes a hosts file (one "IP NAME" line per address) for dnsmasq.
+void WriteHostsFile(const std::string& path, const std::string& name, const std::vector<std::string>& ips) {
+  FILE* f = fopen(path.c_str(), "w");
+  ASSERT_NE(f, nullptr) << path;
+  for (const std::string& ip : ips) fprintf(f, "%s %s\n", ip.c_str(), name.c_str());
+  fclose(f);
+}
+
+// Workers found through DNS: a real DNS server (dnsmasq on loopback) answers
+// for one name with one A record per worker, as a Kubernetes headless
+// Service does. Records added later are picked up (both workers take work),
+// and a record removed drops its worker although that worker still runs.
+TEST(GatewayDnsDiscoveryTest, SeveralARecordsAreSeveralWorkersAndChangesArePickedUp) {
+  const std::string dnsmasq = "/usr/sbin/dnsmasq";
+  if (!std::filesystem::exists(dnsmasq)) GTEST_SKIP() << "dnsmasq is not installed (scripts/install-deps)";
+  if (!std::filesystem::exists(std::string(POLAR_BIN_DIR) + "/polar-gateway") ||
+      !std::filesystem::exists(POLAR_DEFAULT_MODEL)) {
+    GTEST_SKIP() << "binaries or the default model missing";
+  }
+  const std::string name = "workers.polar.test";
+  const std::string hosts = (std::filesystem::temp_directory_path() /
+                             absl::StrCat("polar-dns-test-", getpid(), ".hosts")).string();
+  WriteHostsFile(hosts, name, {"127.0.0.1"});
+  const int dns_port = UnusedPort();
+  const std::string dns_server = absl::StrCat("127.0.0.1:", dns_port);
+  ChildProcess dns;
+  ASSERT_TRUE(dns.Start({dnsmasq, "--keep-in-foreground", absl::StrCat("--port=", dns_port),
+                         "--listen-address=127.0.0.1", "--bind-interfaces", "--no-resolv", "--no-hosts",
+                         "--addn-hosts=" + hosts, "--pid-file=", "--user=root", "--log-facility=/dev/null"}));
+  // Both workers listen on the same port, on two loopback addresses.
+  const int port = UnusedPort();
+  const std::string port_text = std::to_string(port);
+  auto resolve = [&] { return ResolveAllAddresses(name, port_text, dns_server, absl::Seconds(2)); };
+  absl::StatusOr<std::vector<std::string>> resolved;
+  for (int i = 0; i < 50 && !(resolved = resolve()).ok(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  ASSERT_TRUE(resolved.ok()) << resolved.status();
+  EXPECT_EQ(*resolved, std::vector<std::string>{absl::StrCat("127.0.0.1:", port)});
+
+  Worker workers[2];
+  ASSERT_TRUE(StartWorker(port, &workers[0], {}, "127.0.0.1"));
+  ASSERT_TRUE(StartWorker(port, &workers[1], {}, "127.0.0.2"));
+  Gateway gateway;
+  ASSERT_TRUE(StartGateway(absl::StrCat("dns:///", name, ":", port),
+                           {"--dns-server", dns_server, "--dns-refresh-seconds", "0.5", "--max-batch", "1"}, 1,
+                           &gateway));
+  auto stub = GatewayStub(gateway.grpc_address);
+
+  // A second A record: a second worker.
+  WriteHostsFile(hosts, name, {"127.0.0.1", "127.0.0.2"});
+  kill(dns.pid(), SIGHUP);  // dnsmasq re-reads its hosts files
+  int known = 0;
+  ASSERT_TRUE(WaitWorkersReady(gateway.grpc_address, 2, std::chrono::seconds(30), &known));
+  EXPECT_EQ(known, 2);
+  EXPECT_EQ(resolve().value_or(std::vector<std::string>{}),
+            (std::vector<std::string>{absl::StrCat("127.0.0.1:", port), absl::StrCat("127.0.0.2:", port)}));
+  const double before[2] = {GeneratedTokens(workers[0]), GeneratedTokens(workers[1])};
+  EXPECT_TRUE(SendConcurrently(stub.get(), 8, 900));
+  double gained[2] = {0, 0};
+  for (int i = 0; i < 100 && (gained[0] + gained[1]) < 8 * 4; ++i) {
+    gained[0] = GeneratedTokens(workers[0]) - before[0];
+    gained[1] = GeneratedTokens(workers[1]) - before[1];
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  printf("[ measured ] DNS: 2 A records -> 2 workers; 8 requests gave %.0f and %.0f tokens\n", gained[0], gained[1]);
+  EXPECT_GT(gained[0], 0);
+  EXPECT_GT(gained[1], 0);
+
+  // The first record removed: its worker leaves the pool though it still runs.
+  WriteHostsFile(hosts, name, {"127.0.0.2"});
+  kill(dns.pid(), SIGHUP);
+  ASSERT_TRUE(WaitWorkersReady(gateway.grpc_address, 1, std::chrono::seconds(30), &known));
+  EXPECT_EQ(known, 1);
+  const double first_before = GeneratedTokens(workers[0]);
+  EXPECT_TRUE(SendConcurrently(stub.get(), 4, 950));
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));  // past a metrics mirror period
+  EXPECT_EQ(GeneratedTokens(workers[0]), first_before) << "a worker no longer in DNS got work";
+  std::filesystem::remove(hosts);
 }
 
 }  // namespace
