@@ -202,5 +202,39 @@ TEST(BenchTargetTest, ClosedLoopAgainstGateway) {
   EXPECT_LE(report["ttft_s"]["p50"].get<double>(), report["e2e_s"]["p99"].get<double>());
 }
 
+// The same load straight into an in-process engine (the baseline the
+// serving benchmark compares the services with): same workload, same report.
+TEST(BenchTargetTest, ClosedLoopIntoTheEngineInProcess) {
+  if (!std::filesystem::exists(std::string(POLAR_BIN_DIR) + "/polar")) GTEST_SKIP() << "polar is not built";
+  if (!std::filesystem::exists(POLAR_DEFAULT_MODEL)) {
+    GTEST_SKIP() << "default model not fetched (scripts/fetch-model): " << POLAR_DEFAULT_MODEL;
+  }
+  const std::string dir = TempDir("engine_loop");
+  const std::string json_path = dir + "/report.json";
+  const CliRun run = RunPolar({"bench", "--model", POLAR_DEFAULT_MODEL, "--concurrency", "4", "--requests", "8",
+                               "--prompt-tokens", "16", "--prompt-tokens-spread", "0.5", "--output-tokens", "8",
+                               "--seed", "7", "--threads", "1", "--json", json_path},
+                              dir, std::chrono::seconds(300));
+  ASSERT_EQ(run.exit_code, 0) << run.out << run.err;
+  const nlohmann::json report = nlohmann::json::parse(ReadFile(json_path));
+  EXPECT_EQ(report["requests_ok"].get<int64_t>(), 8);
+  EXPECT_EQ(report["requests_failed"].get<int64_t>(), 0);
+  EXPECT_EQ(report["output_tokens"].get<int64_t>(), 64);
+  // Prompt lengths vary with the spread but are a function of the seed.
+  const int64_t prompt_tokens = report["prompt_tokens"].get<int64_t>();
+  EXPECT_GE(prompt_tokens, 8 * 8);
+  EXPECT_LE(prompt_tokens, 8 * 24);
+  EXPECT_NE(prompt_tokens, 8 * 16);
+  EXPECT_EQ(report["ttft_s"]["count"].get<int64_t>(), 8);
+  EXPECT_EQ(report["itl_s"]["count"].get<int64_t>(), 8 * 7);  // one event per token in-process
+  EXPECT_LE(report["ttft_s"]["p50"].get<double>(), report["e2e_s"]["p99"].get<double>());
+  const CliRun again = RunPolar({"bench", "--model", POLAR_DEFAULT_MODEL, "--concurrency", "2", "--requests", "8",
+                                 "--prompt-tokens", "16", "--prompt-tokens-spread", "0.5", "--output-tokens", "8",
+                                 "--seed", "7", "--threads", "1", "--json", json_path},
+                                dir, std::chrono::seconds(300));
+  ASSERT_EQ(again.exit_code, 0) << again.out << again.err;
+  EXPECT_EQ(nlohmann::json::parse(ReadFile(json_path))["prompt_tokens"].get<int64_t>(), prompt_tokens);
+}
+
 }  // namespace
 }  // namespace polar

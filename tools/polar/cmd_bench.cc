@@ -1,39 +1,54 @@
 // polar bench (in-process): prefill and decode throughput of the engine at a
 // given batch size, with random prompt tokens and greedy decoding that ignores
 // EOS so every sequence generates exactly --gen-tokens tokens. With
-// --target HOST:PORT it load-tests a polar-gateway instead (remote_bench.h).
+// --concurrency/--rate it runs a serving load instead (load_bench.h): through
+// a polar-gateway with --target HOST:PORT, or into this process's engine.
 #include <chrono>
 #include <cstdio>
+#include <iterator>
+#include <set>
+#include <string>
 #include <random>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "kernels/cpu/threads.h"
 #include "tools/polar/commands.h"
+#include "tools/polar/load_bench.h"
 #include "tools/polar/loaded_model.h"
 #include "tools/polar/remote_bench.h"
 
 namespace polar::cli {
 
 absl::Status RunBench(const std::vector<std::string>& argv) {
-  absl::StatusOr<Args> args = Args::Parse(
-      argv,
-      {"model", "batch", "prompt-tokens", "gen-tokens", "threads", "kv-cache-bytes", "max-batch-tokens",
-       // --target (remote) only:
-       "target", "concurrency", "rate", "requests", "duration", "prompt-tokens-spread", "output-tokens",
-       "output-tokens-spread", "seed", "timeout", "json"},
-      {});
+  std::set<std::string> flags = {"model", "target", "batch", "gen-tokens", "threads", "kv-cache-bytes",
+                                    "max-batch-tokens", "max-num-seqs"};
+  flags.insert(std::begin(kLoadFlags), std::end(kLoadFlags));
+  absl::StatusOr<Args> args = Args::Parse(argv, flags, {});
   if (!args.ok()) return args.status();
+  const bool load_mode = args->Has("target") || args->Has("concurrency") || args->Has("rate");
   if (args->Has("target")) {
-    for (const char* local : {"model", "batch", "gen-tokens", "threads", "kv-cache-bytes", "max-batch-tokens"}) {
+    if (args->Has("model")) return absl::InvalidArgumentError("give --model or --target, not both");
+    for (const char* local : {"batch", "gen-tokens", "threads", "kv-cache-bytes", "max-batch-tokens", "max-num-seqs"}) {
       if (args->Has(local)) return absl::InvalidArgumentError(absl::StrCat("--", local, " is not used with --target"));
     }
     return RunRemoteBench(*args);
   }
-  for (const char* remote : {"concurrency", "rate", "requests", "duration", "prompt-tokens-spread", "output-tokens",
-                             "output-tokens-spread", "seed", "timeout", "json"}) {
-    if (args->Has(remote)) return absl::InvalidArgumentError(absl::StrCat("--", remote, " needs --target"));
+  if (load_mode) {
+    for (const char* batch_only : {"batch", "gen-tokens"}) {
+      if (args->Has(batch_only)) {
+        return absl::InvalidArgumentError(absl::StrCat("--", batch_only, " is not used with --concurrency/--rate"));
+      }
+    }
+    return RunEngineLoadBench(*args);
   }
+  for (const char* load : kLoadFlags) {
+    if (std::string(load) == "prompt-tokens") continue;
+    if (args->Has(load)) {
+      return absl::InvalidArgumentError(absl::StrCat("--", load, " needs --concurrency or --rate (or --target)"));
+    }
+  }
+  if (args->Has("max-num-seqs")) return absl::InvalidArgumentError("--max-num-seqs needs --concurrency or --rate");
   absl::StatusOr<int64_t> batch = args->GetInt("batch", 1);
   absl::StatusOr<int64_t> prompt_tokens = args->GetInt("prompt-tokens", 32);
   absl::StatusOr<int64_t> gen_tokens = args->GetInt("gen-tokens", 64);

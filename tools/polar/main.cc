@@ -31,6 +31,10 @@ commands:
         [--prompt-tokens P] [--prompt-tokens-spread F] [--output-tokens O]
         [--output-tokens-spread F] [--seed S] [--timeout SECONDS] [--json FILE]
       load-test a polar-gateway: throughput and TTFT / inter-token / end-to-end percentiles
+  bench --model PATH (--concurrency N | --rate R) [same load flags] [--threads N]
+        [--max-num-seqs N] [--kv-cache-bytes B]
+      the same load straight into this process's engine (no gRPC): the baseline
+      for what the gateway and worker add
 
 PATH is a .gguf file, a directory with config.json and safetensors, or synth:PRESET
 (random weights made in memory; presets as for model synth).
