@@ -2,10 +2,10 @@
 # polar-gateway, wait until they are listening and the gateway has a ready
 # worker, and stop them. Source it; it defines functions only.
 
-# start_worker MODEL LISTEN METRICS LOG: starts a worker in the background;
-# sets WORKER_PID, WORKER_GRPC, WORKER_METRICS.
+# start_worker MODEL LISTEN METRICS LOG [FLAGS...]: starts a worker in the
+# background; sets WORKER_PID, WORKER_GRPC, WORKER_METRICS.
 start_worker() {
-  "$POLAR_BIN/polar-worker" --model "$1" --listen "$2" --metrics-listen "$3" >"$4" 2>&1 &
+  "$POLAR_BIN/polar-worker" --model "$1" --listen "$2" --metrics-listen "$3" "${@:5}" >"$4" 2>&1 &
   WORKER_PID=$!
   wait_for_line "$4" "polar-worker listening" "$WORKER_PID" || return 1
   WORKER_GRPC=$(sed -n 's/.*polar-worker listening grpc=\([^ ]*\) metrics=.*/\1/p' "$4" | head -1)
