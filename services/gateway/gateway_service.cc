@@ -138,7 +138,9 @@ absl::StatusOr<std::vector<int32_t>> TokenizePrompt(const Tokenizer& tokenizer,
 void FillToken(const Tokenizer& tokenizer, int32_t id, const v1::TokenLogprobs* logprobs, v1::Token* out) {
   out->set_id(id);
   out->set_special(tokenizer.IsSpecial(id));
-  if (!out->special()) out->set_piece(std::string(tokenizer.TokenPiece(id)));
+  // Special tokens carry their spelling (never part of the text).
+  const std::string_view piece = tokenizer.TokenPiece(id);
+  out->set_piece(std::string(out->special() && piece.empty() ? tokenizer.TokenText(id) : piece));
   if (logprobs != nullptr) {
     *out->mutable_logprobs() = *logprobs;
     for (auto& top : *out->mutable_logprobs()->mutable_top()) {

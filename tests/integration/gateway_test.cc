@@ -184,6 +184,29 @@ TEST_F(GatewayTest, StreamsACompletion) {
   EXPECT_EQ(tokenized.pieces_size(), tokenized.token_ids_size());
 }
 
+// A chat reply ends with the model's end-of-turn token: reported as a
+// special token with its spelling as the piece, never in the text.
+TEST_F(GatewayTest, ChatReplyEndsWithASpecialStopToken) {
+  v1::GenerateRequest request;
+  v1::ChatMessage* message = request.mutable_chat()->add_messages();
+  message->set_role("user");
+  message->set_content("Reply with one word: is water wet?");
+  request.set_max_tokens(64);
+  request.mutable_sampling()->set_temperature(0);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(300));
+  v1::GenerateResponse response;
+  const grpc::Status status = stub_->Generate(&ctx, request, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_EQ(response.finish_reason(), v1::FINISH_REASON_STOP_TOKEN) << response.text();
+  ASSERT_GT(response.tokens_size(), 1);
+  const v1::Token& last = response.tokens(response.tokens_size() - 1);
+  EXPECT_TRUE(last.special());
+  EXPECT_EQ(last.piece(), "<|im_end|>");
+  EXPECT_FALSE(response.tokens(0).special());
+  EXPECT_EQ(response.text().find("<|im_end|>"), std::string::npos) << response.text();
+}
+
 TEST_F(GatewayTest, UnaryEqualsStreamForTheSameSeed) {
   v1::GenerateRequest request = TextRequest("Once upon a time", 16);
   request.mutable_sampling()->set_temperature(0.9f);
