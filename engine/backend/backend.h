@@ -57,6 +57,10 @@ struct StepBatch {
   std::vector<int32_t> block_indptr;  // [num_seqs + 1]
   std::vector<int32_t> block_ids;     // [block_indptr.back()] block tables, concatenated
   std::vector<int32_t> logit_rows;    // token rows whose logits the step returns
+  // [num_seqs] Polar Sparsity: the fraction of KV groups each sequence's
+  // decode token attends with, in (0, 1]; 1 = dense. Prefill rows (a
+  // sequence with several new tokens) are always dense.
+  std::vector<float> density;
 
   int64_t num_tokens() const { return static_cast<int64_t>(token_ids.size()); }
   int64_t num_seqs() const { return static_cast<int64_t>(context_lens.size()); }
@@ -64,6 +68,18 @@ struct StepBatch {
   // Checks index ranges against the cache; a malformed batch is a bug in the
   // runtime, but the check keeps it from reading out of bounds.
   absl::Status Validate(const KvCacheLayout& kv) const;
+};
+
+// How a KV group's score is formed from its query heads' router scores.
+enum class GroupScore : int32_t { kMax = 0, kMean = 1 };
+
+// The KV groups attention computes for each sequence of a step (Polar
+// Sparsity), CSR in backend memory: indptr [num_seqs + 1] and indices
+// [capacity num_seqs * num_groups], int32, ascending within a sequence.
+// For MHA a group is one head.
+struct GroupSelection {
+  Tensor indptr;
+  Tensor indices;
 };
 
 struct AttentionParams {
@@ -106,8 +122,24 @@ class Backend {
   // Writes this step's K and V ([num_tokens, num_kv_heads * head_dim]) to `layer`'s cache.
   virtual void AppendKv(int64_t layer, const Tensor& k, const Tensor& v) = 0;
   // Causal attention of q ([num_tokens, num_q_heads * head_dim]) over `layer`'s cache.
-  virtual void Attention(int64_t layer, const Tensor& q, const AttentionParams& params,
-                         Tensor out) = 0;
+  // With a selection, only the selected KV groups of each sequence are
+  // computed and the other heads' outputs are zeros; null: every group.
+  virtual void Attention(int64_t layer, const Tensor& q, const AttentionParams& params, Tensor out,
+                         const GroupSelection* selection) = 0;
+
+  // ---- head sparsity ----
+  // Buffers for the selections of steps of up to `max_seqs` sequences (set-up).
+  virtual absl::StatusOr<GroupSelection> AllocateGroupSelection(int64_t max_seqs, int64_t num_groups) = 0;
+  // Per sequence of the step, its keep[s] best KV groups by `scores`
+  // ([num_tokens, num_q_heads]; a sequence is scored by its last row), ties
+  // to the lower group id. keep: host, [num_seqs]; >= num_groups keeps all.
+  virtual void SelectHeadGroups(const Tensor& scores, const int32_t* keep, int64_t num_groups, GroupScore reduce,
+                                GroupSelection& out) = 0;
+  // out[t, h] = L2 norm of head h's slice of x[t] ([num_tokens, num_heads * head_dim]).
+  virtual void HeadNorms(const Tensor& x, int64_t num_heads, Tensor out) = 0;
+  // Zeroes, in every row of each sequence, the heads of the KV groups its
+  // selection leaves out (x: [num_tokens, num_heads * head_dim]).
+  virtual void MaskHeadGroups(Tensor x, int64_t num_heads, int64_t num_groups, const GroupSelection& selection) = 0;
   // out = silu(gate) * up, gate_up: [rows, 2 * width] (gate first), out: [rows, width].
   virtual void SiluMul(const Tensor& gate_up, Tensor out) = 0;
   virtual void Relu(Tensor x) = 0;
@@ -117,6 +149,8 @@ class Backend {
   virtual void GatherLogitRows(const Tensor& x, Tensor out) = 0;
   // Copies a float tensor to host memory (dst holds rows * cols floats).
   virtual absl::Status CopyToHost(const Tensor& src, float* dst) = 0;
+  // Copies dst.rows * dst.cols floats from host memory into a float tensor.
+  virtual absl::Status CopyFromHost(const float* src, Tensor dst) = 0;
 };
 
 }  // namespace polar

@@ -13,6 +13,7 @@ void StepBatch::Clear() {
   block_indptr.clear();
   block_ids.clear();
   logit_rows.clear();
+  density.clear();
 }
 
 absl::Status StepBatch::Validate(const KvCacheLayout& kv) const {
@@ -43,6 +44,12 @@ absl::Status StepBatch::Validate(const KvCacheLayout& kv) const {
     if (slot < 0 || slot >= kv.num_blocks * kv.block_size) {
       return absl::InternalError("step batch: KV slot out of range");
     }
+  }
+  if (!density.empty() && static_cast<int64_t>(density.size()) != s) {
+    return absl::InternalError("step batch: density count differs from the sequence count");
+  }
+  for (float d : density) {
+    if (!(d > 0.0f && d <= 1.0f)) return absl::InternalError(absl::StrFormat("step batch: density %g", d));
   }
   for (int32_t r : logit_rows) {
     if (r < 0 || r >= n) return absl::InternalError("step batch: logit row out of range");

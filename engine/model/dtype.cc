@@ -22,6 +22,7 @@ std::string_view DTypeName(DType type) {
     case DType::kQ5_K: return "Q5_K";
     case DType::kQ6_K: return "Q6_K";
     case DType::kBF16: return "BF16";
+    case DType::kI32: return "I32";
   }
   return "unknown";
 }

@@ -21,6 +21,7 @@ enum class DType : uint32_t {
   kQ4_K = 12,
   kQ5_K = 13,
   kQ6_K = 14,
+  kI32 = 26,  // indices (head selections); never a weight
   kBF16 = 30,
 };
 

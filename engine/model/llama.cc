@@ -19,6 +19,7 @@ class LlamaModel final : public TransformerModel {
  public:
   LlamaModel(const ModelConfig& config, Backend& backend) : config_(config), backend_(backend) {}
   const ModelConfig& config() const override { return config_; }
+  HeadSparsity& heads() override { return heads_; }
 
   absl::Status Init(const Checkpoint& checkpoint, int64_t max_tokens) {
     WeightUploader up(checkpoint, backend_);
@@ -67,11 +68,13 @@ class LlamaModel final : public TransformerModel {
       return s;
     }
     attention_ = AttentionParamsFor(config_);
+    if (absl::Status s = heads_.Init(config_, backend_, max_tokens); !s.ok()) return s;
     return absl::OkStatus();
   }
 
   absl::Status Forward(const StepBatch& step, float* logits) override {
     if (absl::Status s = CheckStepFits(step, x_.rows); !s.ok()) return s;
+    heads_.BeginStep(step);
     const int64_t n = step.num_tokens();
     const int64_t n_out = static_cast<int64_t>(step.logit_rows.size());
     Backend& b = backend_;
@@ -88,7 +91,7 @@ class LlamaModel final : public TransformerModel {
       b.Rope(q, config_.num_heads, config_.head_dim, inv_freq_);
       b.Rope(k, config_.num_kv_heads, config_.head_dim, inv_freq_);
       b.AppendKv(l, k, v);
-      b.Attention(l, q, attention_, attn);
+      heads_.Attention(l, h, q, attention_, attn);
       b.Linear(attn, L.wo, Tensor{}, x, /*accumulate=*/true);
       b.RmsNorm(x, L.mlp_norm, config_.norm_eps, h);
       b.Linear(h, L.w_gate_up, Tensor{}, gate_up);
@@ -108,6 +111,7 @@ class LlamaModel final : public TransformerModel {
   Tensor embed_, final_norm_, lm_head_, inv_freq_;
   std::vector<LlamaLayer> layers_;
   AttentionParams attention_;
+  HeadSparsity heads_;
   // Scratch, [max_step_tokens, *].
   Tensor x_, h_, q_, k_, v_, attn_, gate_up_, mlp_, last_, logits_;
 };

@@ -18,6 +18,7 @@ class OptModel final : public TransformerModel {
  public:
   OptModel(const ModelConfig& config, Backend& backend) : config_(config), backend_(backend) {}
   const ModelConfig& config() const override { return config_; }
+  HeadSparsity& heads() override { return heads_; }
 
   absl::Status Init(const Checkpoint& checkpoint, int64_t max_tokens) {
     WeightUploader up(checkpoint, backend_);
@@ -59,11 +60,13 @@ class OptModel final : public TransformerModel {
                          {&last_proj_, proj}, {&logits_, config_.vocab_size}});
     if (!s.ok()) return s;
     attention_ = AttentionParamsFor(config_);
+    if (absl::Status s = heads_.Init(config_, backend_, max_tokens); !s.ok()) return s;
     return absl::OkStatus();
   }
 
   absl::Status Forward(const StepBatch& step, float* logits) override {
     if (absl::Status s = CheckStepFits(step, x_.rows); !s.ok()) return s;
+    heads_.BeginStep(step);
     const int64_t n = step.num_tokens();
     const int64_t n_out = static_cast<int64_t>(step.logit_rows.size());
     Backend& b = backend_;
@@ -92,7 +95,7 @@ class OptModel final : public TransformerModel {
       b.Linear(in, L.wk, L.bk, k);
       b.Linear(in, L.wv, L.bv, v);
       b.AppendKv(l, k, v);
-      b.Attention(l, q, attention_, attn);
+      heads_.Attention(l, in, q, attention_, attn);  // routers score the attention's input
       b.Linear(attn, L.wo, L.bo, x, /*accumulate=*/true);
       if (!pre_ln) b.LayerNorm(x, L.attn_ln_w, L.attn_ln_b, eps, x);
       in = x;
@@ -125,6 +128,7 @@ class OptModel final : public TransformerModel {
   Tensor embed_, positions_, project_in_, project_out_, final_ln_w_, final_ln_b_, lm_head_;
   std::vector<OptLayer> layers_;
   AttentionParams attention_;
+  HeadSparsity heads_;
   // Scratch, [max_step_tokens, *].
   Tensor x_, h_, q_, k_, v_, attn_, mlp_, embed_out_, last_, last_proj_, logits_;
 };

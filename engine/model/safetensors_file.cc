@@ -293,9 +293,11 @@ absl::StatusOr<HostTensor> SafetensorsFile::Tensor(const std::string& name) cons
   return tensor;
 }
 
-absl::Status WriteSafetensors(const std::string& path, const std::vector<HostTensor>& tensors) {
+absl::Status WriteSafetensors(const std::string& path, const std::vector<HostTensor>& tensors,
+                              const std::map<std::string, std::string>& metadata) {
   Json header = Json::object();
   header["__metadata__"] = {{"format", "pt"}};  // transformers checks this key
+  for (const auto& [key, value] : metadata) header["__metadata__"][key] = value;
   uint64_t offset = 0;
   for (const HostTensor& t : tensors) {
     const auto error = [&](const std::string& what) {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <span>
 #include <string>
@@ -47,8 +48,10 @@ class SafetensorsFile {
   std::weak_ptr<const SafetensorsFile> self_;
 };
 
-// Writes tensors (F32/F16/BF16) to one safetensors file.
-absl::Status WriteSafetensors(const std::string& path, const std::vector<HostTensor>& tensors);
+// Writes tensors (F32/F16/BF16) to one safetensors file, with string
+// `metadata` in the header's __metadata__ (besides "format": "pt").
+absl::Status WriteSafetensors(const std::string& path, const std::vector<HostTensor>& tensors,
+                              const std::map<std::string, std::string>& metadata = {});
 
 // All tensors of a Hugging Face model directory: model.safetensors, or the
 // shards listed by model.safetensors.index.json. Errors name the shard.

@@ -12,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "engine/backend/backend.h"
 #include "engine/model/checkpoint.h"
+#include "engine/model/head_sparsity.h"
 #include "engine/model/model_config.h"
 
 namespace polar {
@@ -23,6 +24,8 @@ class TransformerModel {
   // Runs one step over `step` (already begun on the backend: BeginStep) and
   // writes the logits of step.logit_rows to `logits` ([logit_rows, vocab], host).
   virtual absl::Status Forward(const StepBatch& step, float* logits) = 0;
+  // Polar Sparsity's attention heads: routers, selection mode, counters.
+  virtual HeadSparsity& heads() = 0;
 };
 
 // Uploads the checkpoint's weights to `backend` and allocates scratch for

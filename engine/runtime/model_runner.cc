@@ -57,10 +57,44 @@ absl::Status ModelRunner::Init() {
   }
   if (absl::Status s = backend_->AllocateKvCache(layout); !s.ok()) return s;
   allocator_ = std::make_unique<BlockAllocator>(layout.num_blocks);
+  if (!options_.head_routers.empty()) {
+    absl::StatusOr<HeadRouters> routers = HeadRouters::Load(options_.head_routers, c);
+    if (!routers.ok()) return routers.status();
+    if (absl::Status s = model_->heads().SetRouters(*routers); !s.ok()) return s;
+  }
+  const float d = options_.default_density;
+  if (d != 0.0f && !(d > 0.0f && d <= 1.0f)) {
+    return absl::InvalidArgumentError(absl::StrCat("default density ", d, " is not in (0, 1]"));
+  }
+  if (d > 0.0f && d < 1.0f && options_.head_routers.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("default density ", d, " needs head routers (--routers)"));
+  }
   return absl::OkStatus();
 }
 
-absl::Status ModelRunner::AddToStep(SequenceKv& kv, std::span<const int32_t> tokens, bool want_logits) {
+float ModelRunner::default_density() const {
+  const HeadRouters* routers = model_->heads().routers();
+  if (routers == nullptr) return 1.0f;
+  return options_.default_density > 0.0f ? options_.default_density : routers->default_density;
+}
+
+absl::StatusOr<float> ModelRunner::ResolveDensity(float requested) const {
+  if (requested == 0.0f) return default_density();
+  if (!(requested > 0.0f && requested <= 1.0f)) {
+    return absl::InvalidArgumentError(absl::StrCat("density ", requested, " is not in (0, 1]"));
+  }
+  if (requested < 1.0f && model_->heads().routers() == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("density ", requested, " needs head routers, and none are loaded (--routers)"));
+  }
+  return requested;
+}
+
+absl::Status ModelRunner::AddToStep(SequenceKv& kv, std::span<const int32_t> tokens, bool want_logits,
+                                    float density) {
+  if (!(density > 0.0f && density <= 1.0f)) {
+    return absl::InvalidArgumentError(absl::StrCat("density ", density, " is not in (0, 1]"));
+  }
   const int64_t start = kv.length();
   const int64_t end = start + static_cast<int64_t>(tokens.size());
   if (end > config().max_position_embeddings) {
@@ -86,6 +120,7 @@ absl::Status ModelRunner::AddToStep(SequenceKv& kv, std::span<const int32_t> tok
   step_.block_ids.insert(step_.block_ids.end(), kv.blocks().begin(), kv.blocks().end());
   step_.block_indptr.push_back(static_cast<int32_t>(step_.block_ids.size()));
   if (want_logits) step_.logit_rows.push_back(static_cast<int32_t>(step_.token_ids.size() - 1));
+  step_.density.push_back(density);
   kv.set_length(end);
   return absl::OkStatus();
 }
@@ -112,7 +147,7 @@ absl::StatusOr<std::vector<float>> ModelRunner::ScoreTokens(std::span<const int3
   for (size_t begin = 0; begin < tokens.size() && status.ok(); begin += chunk) {
     const size_t n = std::min<size_t>(chunk, tokens.size() - begin);
     step_.Clear();
-    status = AddToStep(kv, tokens.subspan(begin, n), /*want_logits=*/false);
+    status = AddToStep(kv, tokens.subspan(begin, n), /*want_logits=*/false, /*density=*/1.0f);
     if (!status.ok()) break;
     for (size_t i = 0; i < n; ++i) step_.logit_rows.push_back(static_cast<int32_t>(i));
     status = RunStep(logits);
@@ -149,6 +184,7 @@ absl::StatusOr<std::vector<GenerationResult>> ModelRunner::Generate(
     r.id = i;
     r.prompt = requests[i].prompt;
     r.params = requests[i].params;
+    r.density = requests[i].density;
     r.on_event = on_event;
     // All or nothing: a bad request fails the call before any work.
     if (absl::Status s = scheduler.Validate(r); !s.ok()) {

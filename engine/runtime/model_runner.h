@@ -15,6 +15,7 @@
 #include <functional>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -33,11 +34,18 @@ struct RunnerOptions {
   int32_t max_batch_tokens = 512;    // tokens per step (prefill chunks + decode tokens)
   int32_t max_num_seqs = 256;        // sequences per step (running cap) for Generate
   int32_t threads = 0;               // 0: all cores
+  // Polar Sparsity head routers (polar calibrate's output); empty: none, and
+  // every sequence is dense.
+  std::string head_routers;
+  // The density of requests that ask for the default, in (0, 1]; 0: the
+  // routers' calibrated one (1 without routers).
+  float default_density = 0.0f;
 };
 
 struct GenerationRequest {
   std::vector<int32_t> prompt;
   SamplingParams params;
+  float density = 0.0f;  // as SequenceRequest::density (0: the default)
 };
 
 // Why a sequence ended. kError carries a status alongside (TokenEvent).
@@ -83,10 +91,22 @@ class ModelRunner {
   // Appends `tokens` of the sequence `kv` to the step; their KV goes to
   // positions kv.length() .. +tokens.size(). Reserves blocks if the caller
   // has not (RESOURCE_EXHAUSTED when the pool is short; nothing changes then).
-  absl::Status AddToStep(SequenceKv& kv, std::span<const int32_t> tokens, bool want_logits);
+  // `density` in (0, 1]: the fraction of KV groups a decode token of this
+  // sequence attends with (prefill chunks are dense whatever it is).
+  absl::Status AddToStep(SequenceKv& kv, std::span<const int32_t> tokens, bool want_logits, float density);
   const StepBatch& step() const { return step_; }
   // Runs the packed step: logits of its logit rows, [rows, vocab].
   absl::Status RunStep(std::vector<float>& logits);
+  // ---- Polar Sparsity ----
+  // The model's attention heads (routers, selection mode, per-layer counters).
+  HeadSparsity& heads() { return model_->heads(); }
+  const HeadSparsity& heads() const { return model_->heads(); }
+  // The calibrated default density of the loaded routers; 1 without routers.
+  float default_density() const;
+  // A request's density: 0 means the default; otherwise it must be in (0, 1],
+  // and below 1 only with routers loaded (FAILED_PRECONDITION otherwise).
+  absl::StatusOr<float> ResolveDensity(float requested) const;
+
   // Applies options.threads to the calling thread (OpenMP's thread count is
   // per thread; the engine thread calls this before its first step).
   void BindThreadCount() const;

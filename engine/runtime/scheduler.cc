@@ -24,7 +24,8 @@ struct StepScheduler::Sequence {
         prompt_len(static_cast<int32_t>(request.prompt.size())),
         eog_ids(std::move(eog)),
         kv(block_size),
-        sampler(request.params) {
+        sampler(request.params),
+        density(request.density) {
     // Room for every token up front: appending a sampled token never allocates.
     tokens.reserve(request.prompt.size() + request.params.max_tokens);
     tokens = std::move(request.prompt);
@@ -36,6 +37,7 @@ struct StepScheduler::Sequence {
   bool decoding() const { return generated > 0 && pending() == 1; }
 
   SequenceRequest request;      // its prompt moved into `tokens`
+  float density;                // resolved: in (0, 1]
   std::vector<int32_t> tokens;  // prompt, then generated tokens
   int32_t prompt_len;
   int32_t generated = 0;
@@ -77,6 +79,9 @@ absl::Status StepScheduler::Validate(const SequenceRequest& request) const {
     }
   }
   if (absl::Status s = request.params.Validate(static_cast<int32_t>(vocab)); !s.ok()) return s;
+  if (absl::StatusOr<float> density = runner_.ResolveDensity(request.density); !density.ok()) {
+    return density.status();
+  }
   if (request.top_logprobs < 0) {
     return absl::InvalidArgumentError(absl::StrCat("top_logprobs ", request.top_logprobs, " < 0"));
   }
@@ -109,6 +114,7 @@ void StepScheduler::Add(SequenceRequest request) {
     return;
   }
   if (request.submit_time == absl::InfinitePast()) request.submit_time = Now();
+  request.density = *runner_.ResolveDensity(request.density);  // Validate checked it
   std::vector<int32_t> eog = request.end_of_generation_ids.has_value()
                                  ? std::move(*request.end_of_generation_ids)
                                  : options_.end_of_generation_ids;
@@ -249,7 +255,7 @@ bool StepScheduler::Step() {
     const bool decode = s.decoding();
     const bool completes = p.take == s.pending();
     absl::Status status = runner_.AddToStep(
-        s.kv, std::span<const int32_t>(s.tokens).subspan(s.kv.length(), p.take), completes);
+        s.kv, std::span<const int32_t>(s.tokens).subspan(s.kv.length(), p.take), completes, s.density);
     if (!status.ok()) {  // the plan reserved the blocks: a bug, but this sequence's alone
       Finish(s, FinishReason::kError, std::move(status));
       continue;

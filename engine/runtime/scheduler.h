@@ -93,6 +93,9 @@ struct SequenceRequest {
   // When the request entered the scheduler, for TokenEvent::queue_seconds;
   // InfinitePast: stamped by Scheduler::Submit or StepScheduler::Add.
   absl::Time submit_time = absl::InfinitePast();
+  // Polar Sparsity: the fraction of KV groups each decode step attends with,
+  // in (0, 1]; 0: the model's calibrated default (1 without routers).
+  float density = 0.0f;
   bool logprobs = false;     // report the chosen token's logprob
   int32_t top_logprobs = 0;  // and the n most likely alternatives (implies logprobs)
   // Called on the engine thread; must be cheap and must not block (enqueue

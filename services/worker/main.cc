@@ -47,6 +47,9 @@ Serves one model over the polar.v1.Worker gRPC API.
   --max-num-seqs N           most sequences running at once (default: 256)
   --max-waiting N            most sequences waiting before RESOURCE_EXHAUSTED (default: 1024)
   --drain-grace-seconds S    on SIGTERM, time in-flight work gets to finish (default: 30)
+  --routers PATH             Polar Sparsity head routers from `polar calibrate` (default: none, dense)
+  --default-density D        density of requests asking for the default, in (0, 1]
+                             (default: the routers' calibrated density; 1 without routers)
   --help                     this text
 
 Once listening it prints one line to stdout:
@@ -84,7 +87,7 @@ int Run(int argc, char** argv) {
   absl::StatusOr<cli::Args> args = cli::Args::Parse(
       std::vector<std::string>(argv + 1, argv + argc),
       {"model", "listen", "metrics-listen", "device", "threads", "kv-cache-bytes", "max-batch-tokens",
-       "max-num-seqs", "max-waiting", "drain-grace-seconds"},
+       "max-num-seqs", "max-waiting", "drain-grace-seconds", "routers", "default-density"},
       {"help"});
   if (!args.ok()) {
     std::fprintf(stderr, "polar-worker: %s\n%s", std::string(args.status().message()).c_str(), kUsage);
@@ -137,7 +140,7 @@ int Run(int argc, char** argv) {
   scheduler_options.on_step = (*metrics)->StepObserver();
   Scheduler scheduler(runner, scheduler_options);
   absl::Status status =
-      (*metrics)->Attach(&scheduler, runner.config().num_layers, runner.config().num_heads);
+      (*metrics)->Attach(&scheduler, runner.heads().counters());
   if (!status.ok()) return Fail(status);
   scheduler.Start();
 

@@ -38,7 +38,7 @@ std::function<void(const StepStats&)> WorkerMetrics::StepObserver() {
   };
 }
 
-absl::Status WorkerMetrics::Attach(const Scheduler* scheduler, int64_t num_layers, int64_t num_heads) {
+absl::Status WorkerMetrics::Attach(const Scheduler* scheduler, const HeadCounters& heads) {
   MetricsRegistry* registry = registry_;
   const SchedulerCounters& c = scheduler->counters();
   absl::Status status;
@@ -81,25 +81,24 @@ absl::Status WorkerMetrics::Attach(const Scheduler* scheduler, int64_t num_layer
   status = add_counter("polar_preemptions_total", "Sequences preempted for KV blocks.", &c.preemptions);
   if (!status.ok()) return status;
 
-  // Dense model: every head of every layer is active for every token, so both
-  // counters of a layer grow by num_heads per token of each step.
+  // Per layer, heads computed and heads in total, counted once per token by
+  // the model's attention (Polar Sparsity: routed layers of decoding
+  // sequences compute fewer than all).
   absl::StatusOr<CounterFamily*> active = registry->AddCounter(
       {"polar_attention_heads_active_total", "Attention heads computed, per token, by layer.", {"layer"}});
   if (!active.ok()) return active.status();
   absl::StatusOr<CounterFamily*> total = registry->AddCounter(
       {"polar_attention_heads_total", "Attention heads of the model, per token, by layer.", {"layer"}});
   if (!total.ok()) return total.status();
-  Mirror heads{&c.batch_tokens_total, static_cast<double>(num_heads), {}};
-  for (int64_t layer = 0; layer < num_layers; ++layer) {
+  for (int64_t layer = 0; layer < heads.num_layers; ++layer) {
     const std::string label = absl::StrCat(layer);
     absl::StatusOr<Counter*> a = (*active)->WithLabels({label});
     absl::StatusOr<Counter*> t = (*total)->WithLabels({label});
     if (!a.ok()) return a.status();
     if (!t.ok()) return t.status();
-    heads.targets.push_back(*a);
-    heads.targets.push_back(*t);
+    mirrors_.push_back(Mirror{&heads.active[layer], 1.0, {*a}});
+    mirrors_.push_back(Mirror{&heads.total[layer], 1.0, {*t}});
   }
-  mirrors_.push_back(std::move(heads));
   return absl::OkStatus();
 }
 

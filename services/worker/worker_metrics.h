@@ -29,6 +29,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "engine/model/head_sparsity.h"
 #include "engine/runtime/scheduler.h"
 #include "services/common/metrics.h"
 
@@ -46,8 +47,9 @@ class WorkerMetrics {
   // Lock-free; valid while this object lives.
   std::function<void(const StepStats&)> StepObserver();
   // Registers the families read from `scheduler` (gauges and mirrored
-  // counters); call once, before StartPump. `scheduler` must outlive this.
-  absl::Status Attach(const Scheduler* scheduler, int64_t num_layers, int64_t num_heads);
+  // counters) and the model's per-layer head counters; call once, before
+  // StartPump. Both must outlive this.
+  absl::Status Attach(const Scheduler* scheduler, const HeadCounters& heads);
 
   // Mirrors the scheduler's counter growth since the last call. Thread-safe.
   void Sync();

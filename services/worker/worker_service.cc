@@ -62,6 +62,13 @@ absl::StatusOr<SequenceRequest> ToSequenceRequest(const v1::WorkerRequest& in, a
   out.params.stop_token_ids.assign(in.stop_token_ids().begin(), in.stop_token_ids().end());
   out.params.ignore_eos = in.ignore_eos();
   out.params.max_tokens = in.max_tokens();
+  // The engine resolves 0 to the calibrated default and refuses a density
+  // below 1 when no routers are loaded.
+  switch (density.mode()) {
+    case v1::DENSITY_MODE_DENSE: out.density = 1.0f; break;
+    case v1::DENSITY_MODE_FIXED: out.density = density.value(); break;
+    default: out.density = 0.0f; break;
+  }
   if (in.has_logprobs()) {
     out.logprobs = true;
     out.top_logprobs = in.logprobs();
@@ -539,10 +546,12 @@ v1::WorkerInfo WorkerService::Info() const {
     for (int32_t id : config.eos_token_ids) facts->add_end_of_generation_ids(id);
     if (config.bos_token_id >= 0) facts->set_bos_token_id(config.bos_token_id);
   }
-  // No calibrated routers yet: every layer runs dense.
-  facts->set_default_density(1.0f);
-  facts->set_sparsity_available(false);
-  for (int64_t layer = 0; layer < config.num_layers; ++layer) facts->add_dense_layers(static_cast<int32_t>(layer));
+  const HeadRouters* routers = runner_->heads().routers();
+  facts->set_default_density(runner_->default_density());
+  facts->set_sparsity_available(routers != nullptr);
+  for (int64_t layer = 0; layer < config.num_layers; ++layer) {
+    if (routers == nullptr || routers->dense[layer]) facts->add_dense_layers(static_cast<int32_t>(layer));
+  }
   return info;
 }
 

@@ -12,7 +12,7 @@ absl::Status RunGenerate(const std::vector<std::string>& argv) {
   absl::StatusOr<Args> args = Args::Parse(
       argv,
       {"model", "max-tokens", "temperature", "top-k", "top-p", "repetition-penalty", "seed", "threads",
-       "kv-cache-bytes", "max-batch-tokens", "target", "timeout"},
+       "kv-cache-bytes", "max-batch-tokens", "target", "timeout", "routers", "density"},
       {"chat", "ignore-eos"});
   if (!args.ok()) return args.status();
   if (args->positional().size() != 1) {
@@ -41,6 +41,9 @@ absl::Status RunGenerate(const std::vector<std::string>& argv) {
   params.ignore_eos = args->Has("ignore-eos");
   if (args->Has("target")) {
     if (args->Has("model")) return absl::InvalidArgumentError("give --model or --target, not both");
+    if (args->Has("routers") || args->Has("density")) {
+      return absl::InvalidArgumentError("--routers and --density apply to --model (a gateway's workers load routers)");
+    }
     return RunRemoteGenerate(*args, params);
   }
 
@@ -60,6 +63,9 @@ absl::Status RunGenerate(const std::vector<std::string>& argv) {
   GenerationRequest request;
   request.prompt = tokenizer.Encode(text, /*add_bos=*/true, /*parse_special=*/args->Has("chat"));
   request.params = params;
+  absl::StatusOr<double> density = args->GetDouble("density", 0.0);  // 0: the routers' default
+  if (!density.ok()) return density.status();
+  request.density = static_cast<float>(*density);
   if (request.prompt.empty()) return absl::InvalidArgumentError("PROMPT encodes to no tokens");
 
   IncrementalDetokenizer detokenizer(tokenizer);

@@ -26,6 +26,10 @@ absl::StatusOr<LoadedModel> LoadModel(const Args& args, bool with_tokenizer) {
   options.threads = static_cast<int32_t>(*threads);
   options.kv_cache_bytes = *kv_bytes;
   options.max_batch_tokens = static_cast<int32_t>(*step_tokens);
+  options.head_routers = args.Get("routers");
+  absl::StatusOr<double> default_density = args.GetDouble("default-density", 0.0);
+  if (!default_density.ok()) return default_density.status();
+  options.default_density = static_cast<float>(*default_density);
   absl::StatusOr<std::unique_ptr<ModelRunner>> runner = ModelRunner::Create(std::move(*checkpoint), options);
   if (!runner.ok()) return runner.status();
   loaded.runner = std::move(*runner);

@@ -17,7 +17,8 @@ struct LoadedModel {
   std::unique_ptr<ModelRunner> runner;
 };
 
-// Opens --model; reads --threads, --kv-cache-bytes and --max-batch-tokens.
+// Opens --model; reads --threads, --kv-cache-bytes, --max-batch-tokens,
+// --routers and --default-density (absent flags: the RunnerOptions defaults).
 absl::StatusOr<LoadedModel> LoadModel(const Args& args, bool with_tokenizer);
 
 }  // namespace polar::cli

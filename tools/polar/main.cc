@@ -12,7 +12,8 @@ constexpr char kUsage[] = R"(usage: polar COMMAND [OPTIONS]
 
 commands:
   generate --model PATH [--max-tokens N] [--temperature T] [--top-k K] [--top-p P]
-           [--repetition-penalty R] [--seed S] [--chat] [--ignore-eos] [--threads N] PROMPT
+           [--repetition-penalty R] [--seed S] [--chat] [--ignore-eos] [--threads N]
+           [--routers FILE [--density D]] PROMPT
       stream a completion of PROMPT (--temperature 0 = greedy; --chat wraps the
       prompt in the model's chat template as a user message)
   generate --target HOST:PORT [--timeout SECONDS] [same sampling flags] PROMPT

@@ -9,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "kernels/cpu/activation.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/head_select.h"
 #include "kernels/cpu/norm.h"
 #include "kernels/cpu/paged_attention.h"
 #include "kernels/cpu/rope.h"
@@ -17,6 +18,7 @@ namespace polar {
 namespace {
 
 float* F32(const Tensor& t) { return static_cast<float*>(t.data); }
+int32_t* I32(const Tensor& t) { return static_cast<int32_t*>(t.data); }
 
 class CpuBackend final : public Backend {
  public:
@@ -97,7 +99,8 @@ class CpuBackend final : public Backend {
                            k_cache_[layer].get(), v_cache_[layer].get());
   }
 
-  void Attention(int64_t layer, const Tensor& q, const AttentionParams& params, Tensor out) override {
+  void Attention(int64_t layer, const Tensor& q, const AttentionParams& params, Tensor out,
+                 const GroupSelection* selection) override {
     kernels::cpu::PagedAttentionParams p;
     p.q = F32(q);
     p.k_cache = k_cache_[layer].get();
@@ -114,7 +117,48 @@ class CpuBackend final : public Backend {
     p.block_ids = step_->block_ids.data();
     p.scale = params.scale;
     p.sliding_window = params.sliding_window;
+    if (selection != nullptr) {
+      p.group_indptr = I32(selection->indptr);
+      p.group_indices = I32(selection->indices);
+    }
     kernels::cpu::PagedAttention(p);
+  }
+
+  absl::StatusOr<GroupSelection> AllocateGroupSelection(int64_t max_seqs, int64_t num_groups) override {
+    if (max_seqs < 1 || num_groups < 1) return absl::InvalidArgumentError("empty group selection");
+    index_buffers_.emplace_back(static_cast<size_t>(max_seqs + 1), 0);
+    Tensor indptr{index_buffers_.back().data(), DType::kI32, 1, max_seqs + 1};
+    index_buffers_.emplace_back(static_cast<size_t>(max_seqs * num_groups), 0);
+    Tensor indices{index_buffers_.back().data(), DType::kI32, 1, max_seqs * num_groups};
+    return GroupSelection{indptr, indices};
+  }
+
+  void SelectHeadGroups(const Tensor& scores, const int32_t* keep, int64_t num_groups, GroupScore reduce,
+                        GroupSelection& out) override {
+    const int64_t num_seqs = step_->num_seqs();
+    score_rows_.resize(num_seqs);
+    for (int64_t s = 0; s < num_seqs; ++s) score_rows_[s] = step_->q_indptr[s + 1] - 1;
+    kernels::cpu::HeadSelectParams p;
+    p.scores = F32(scores);
+    p.score_rows = score_rows_.data();
+    p.keep = keep;
+    p.num_seqs = num_seqs;
+    p.num_heads = scores.cols;
+    p.num_groups = num_groups;
+    p.reduce = reduce == GroupScore::kMean ? kernels::cpu::GroupScoreReduce::kMean
+                                           : kernels::cpu::GroupScoreReduce::kMax;
+    p.indptr = I32(out.indptr);
+    p.indices = I32(out.indices);
+    kernels::cpu::SelectHeadGroups(p);
+  }
+
+  void HeadNorms(const Tensor& x, int64_t num_heads, Tensor out) override {
+    kernels::cpu::HeadNorms(F32(x), x.rows, num_heads, x.cols / num_heads, F32(out));
+  }
+
+  void MaskHeadGroups(Tensor x, int64_t num_heads, int64_t num_groups, const GroupSelection& selection) override {
+    kernels::cpu::MaskHeadGroups(F32(x), step_->num_seqs(), step_->q_indptr.data(), num_heads, num_groups,
+                                 x.cols / num_heads, I32(selection.indptr), I32(selection.indices));
   }
 
   void SiluMul(const Tensor& gate_up, Tensor out) override {
@@ -136,9 +180,16 @@ class CpuBackend final : public Backend {
     return absl::OkStatus();
   }
 
+  absl::Status CopyFromHost(const float* src, Tensor dst) override {
+    std::memcpy(dst.data, src, sizeof(float) * dst.size());
+    return absl::OkStatus();
+  }
+
  private:
   // A deque keeps element addresses stable as buffers are added.
   std::deque<std::vector<float>> buffers_;
+  std::deque<std::vector<int32_t>> index_buffers_;  // group selections
+  std::vector<int32_t> score_rows_;                 // per step: each sequence's last row
   KvCacheLayout layout_;
   std::vector<std::unique_ptr<float[]>> k_cache_;  // per layer: [num_blocks, block_size, n_kv_heads, head_dim]
   std::vector<std::unique_ptr<float[]>> v_cache_;
