@@ -27,7 +27,8 @@ absl::Status HeadSparsity::Init(const ModelConfig& config, Backend& backend, int
   absl::StatusOr<Tensor> scores = backend.AllocateScratch(max_tokens, config.num_heads);
   if (!scores.ok()) return scores.status();
   scores_ = *scores;
-  absl::StatusOr<GroupSelection> selection = backend.AllocateGroupSelection(max_tokens, config.num_kv_heads);
+  // Room for query-head selections (SelectionUnit::kQueryHead), the finest unit.
+  absl::StatusOr<GroupSelection> selection = backend.AllocateGroupSelection(max_tokens, config.num_heads);
   if (!selection.ok()) return selection.status();
   selection_ = *selection;
   return absl::OkStatus();
@@ -69,7 +70,7 @@ bool HeadSparsity::LayerIsDense(int64_t layer) const {
 void HeadSparsity::BeginStep(const StepBatch& step) {
   step_ = &step;
   const int64_t num_seqs = step.num_seqs();
-  const int64_t groups = config_.num_kv_heads;
+  const int64_t groups = units();
   const int64_t group_heads = config_.num_heads / groups;
   keep_.assign(num_seqs, static_cast<int32_t>(groups));
   any_sparse_ = false;
@@ -92,10 +93,12 @@ void HeadSparsity::Attention(int64_t layer, const Tensor& h, const Tensor& q, co
   const bool dense = !any_sparse_ || LayerIsDense(layer);
   counters_->total[layer].fetch_add(n * config_.num_heads, std::memory_order_relaxed);
   counters_->active[layer].fetch_add(dense ? n * config_.num_heads : active_heads_sparse_, std::memory_order_relaxed);
-  const int64_t groups = config_.num_kv_heads;
+  const int64_t groups = units();
   Tensor scores = scores_.FirstRows(n);
+  // Selecting single query heads of GQA groups: dense, then masked.
+  const bool masked = mode_ == HeadSelectionMode::kOracle || groups != config_.num_kv_heads;
 
-  if (dense || mode_ == HeadSelectionMode::kOracle) {
+  if (dense || masked) {
     b.Attention(layer, q, params, out, nullptr);
     if (observer_ != nullptr) {
       b.HeadNorms(out, config_.num_heads, scores);
@@ -106,14 +109,12 @@ void HeadSparsity::Attention(int64_t layer, const Tensor& h, const Tensor& q, co
       }
     }
     if (dense) return;
-    // Oracle: each sequence's groups by the total output norm of their heads,
-    // everything else masked to zero (= the sparse computation).
+  }
+  if (mode_ == HeadSelectionMode::kOracle) {
+    // Each sequence's groups by the total output norm of their heads.
     b.HeadNorms(out, config_.num_heads, scores);
     b.SelectHeadGroups(scores, keep_.data(), groups, GroupScore::kMean, selection_);
-    b.MaskHeadGroups(out, config_.num_heads, groups, selection_);
-    return;
-  }
-  if (mode_ == HeadSelectionMode::kRandom) {
+  } else if (mode_ == HeadSelectionMode::kRandom) {
     // Scores from (seed, layer, the token's position and id, head) only, so
     // a sequence's draw does not depend on its batch.
     host_norms_.resize(scores.size());
@@ -132,7 +133,15 @@ void HeadSparsity::Attention(int64_t layer, const Tensor& h, const Tensor& q, co
     b.Linear(h, router_weight_[layer], router_bias_[layer], scores);
     b.SelectHeadGroups(scores, keep_.data(), groups, routers_.group_score, selection_);
   }
-  b.Attention(layer, q, params, out, &selection_);
+  if (masked) {
+    b.MaskHeadGroups(out, config_.num_heads, groups, selection_);  // out holds dense attention
+  } else {
+    b.Attention(layer, q, params, out, &selection_);
+  }
+}
+
+int64_t HeadSparsity::units() const {
+  return unit_ == SelectionUnit::kQueryHead ? config_.num_heads : config_.num_kv_heads;
 }
 
 }  // namespace polar

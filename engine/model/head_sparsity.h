@@ -31,6 +31,13 @@ namespace polar {
 
 enum class HeadSelectionMode { kRouters, kOracle, kRandom };
 
+// What a density counts. Serving selects whole KV groups (their K/V read
+// once, the unit the kernels skip). For GQA models evaluation can also
+// select single query heads: attention then runs dense and the unselected
+// heads are masked (equal to computing only them, but no kernel does that
+// for part of a group, so it saves nothing: an accuracy study only).
+enum class SelectionUnit { kKvGroup, kQueryHead };
+
 // Sees each layer's router input and dense per-head output norms (the
 // calibration labels), copied to the host. While one is set, attention runs
 // dense for every sequence.
@@ -62,6 +69,7 @@ class HeadSparsity {
   absl::Status SetRouters(const HeadRouters& routers);
   const HeadRouters* routers() const { return has_routers_ ? &routers_ : nullptr; }
   void SetMode(HeadSelectionMode mode, uint64_t seed);
+  void SetUnit(SelectionUnit unit) { unit_ = unit; }
   void SetObserver(HeadObserver* observer) { observer_ = observer; }
 
   // Once per step, after the backend's BeginStep.
@@ -74,6 +82,7 @@ class HeadSparsity {
 
  private:
   bool LayerIsDense(int64_t layer) const;
+  int64_t units() const;  // KV groups or query heads, per unit_
 
   ModelConfig config_;
   Backend* backend_ = nullptr;
@@ -81,6 +90,7 @@ class HeadSparsity {
   bool has_routers_ = false;
   HeadSelectionMode mode_ = HeadSelectionMode::kRouters;
   uint64_t seed_ = 0;
+  SelectionUnit unit_ = SelectionUnit::kKvGroup;
   HeadObserver* observer_ = nullptr;
   std::vector<Tensor> router_weight_, router_bias_;  // per layer; empty for dense layers
   Tensor scores_;       // [max_tokens, num_heads] router logits or head norms

@@ -10,6 +10,7 @@
 
 #include "engine/model/head_routers.h"
 #include "engine/runtime/model_runner.h"
+#include "engine/runtime/sparsity_eval.h"
 #include "gtest/gtest.h"
 
 namespace polar {
@@ -199,6 +200,38 @@ TEST_P(HeadSparsityTest, BadDensitiesAreClearErrors) {
   EXPECT_FALSE(refused.ok());
   absl::StatusOr<std::vector<GenerationResult>> served = sparse_->Generate(std::span(&request, 1), {});
   EXPECT_TRUE(served.ok()) << served.status();
+}
+
+TEST_P(HeadSparsityTest, EvaluationAtDensityOneAgreesExactlyAndSparseCostsSomething) {
+  std::mt19937 rng(6);
+  std::uniform_int_distribution<int32_t> token(0, static_cast<int32_t>(dense_->config().vocab_size) - 1);
+  std::vector<int32_t> corpus(5 * 40 + 7);
+  for (int32_t& t : corpus) t = token(rng);
+  SparsityEvalOptions options;
+  options.window = 40;
+  options.prompt = 8;
+  options.batch = 2;
+  absl::StatusOr<SparsityEvalResult> same = EvaluateSparsity(*sparse_, corpus, options);
+  ASSERT_TRUE(same.ok()) << same.status();
+  EXPECT_EQ(same->windows, 5);
+  EXPECT_EQ(same->scored_tokens, 5 * (40 - 1 - 8));
+  EXPECT_EQ(same->perplexity, same->dense_perplexity);
+  EXPECT_EQ(same->top1_agreement, 1.0);
+  EXPECT_EQ(same->mean_kl, 0.0);
+  EXPECT_EQ(same->density, 1.0);
+  const ModelConfig& c = dense_->config();
+  for (HeadSelectionMode mode : {HeadSelectionMode::kRouters, HeadSelectionMode::kOracle, HeadSelectionMode::kRandom}) {
+    options.mode = mode;
+    options.density = 0.25f;
+    absl::StatusOr<SparsityEvalResult> sparse = EvaluateSparsity(*sparse_, corpus, options);
+    ASSERT_TRUE(sparse.ok()) << sparse.status();
+    EXPECT_GT(sparse->mean_kl, 0.0);
+    EXPECT_EQ(sparse->dense_perplexity, same->dense_perplexity);
+    EXPECT_EQ(sparse->layer_density[0], 1.0);  // layer 0 stays dense
+    const double kept = static_cast<double>(GroupsToKeep(0.25f, c.num_kv_heads)) / static_cast<double>(c.num_kv_heads);
+    EXPECT_DOUBLE_EQ(sparse->layer_density[1], kept);
+  }
+  EXPECT_EQ(sparse_->heads().routers()->default_density, 0.5f);  // the mode was restored, routers kept
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, HeadSparsityTest,

@@ -14,5 +14,6 @@ absl::Status RunTokenize(const std::vector<std::string>& argv);
 absl::Status RunModel(const std::vector<std::string>& argv);  // info | synth
 absl::Status RunLogits(const std::vector<std::string>& argv);
 absl::Status RunBench(const std::vector<std::string>& argv);
+absl::Status RunEval(const std::vector<std::string>& argv);
 
 }  // namespace polar::cli

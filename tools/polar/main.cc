@@ -37,6 +37,13 @@ commands:
       the same load straight into this process's engine (no gRPC): the baseline
       for what the gateway and worker add
 
+  eval --model PATH --corpus FILE [--routers FILE] [--density D|default|dense]
+       [--selection routers|oracle|random] [--unit group|head] [--window N] [--prompt N]
+       [--batch N] [--max-windows N] [--seed S] [--threads N] [--json]
+      Polar Sparsity's cost: perplexity, top-1 agreement and mean KL against the dense
+      model on decode steps (teacher-forced windows after a dense prompt), and the
+      density achieved per layer
+
 PATH is a .gguf file, a directory with config.json and safetensors, or synth:PRESET
 (random weights made in memory; presets as for model synth).
 )";
@@ -61,6 +68,8 @@ int main(int argc, char** argv) {
     status = polar::cli::RunLogits(rest);
   } else if (command == "bench") {
     status = polar::cli::RunBench(rest);
+  } else if (command == "eval") {
+    status = polar::cli::RunEval(rest);
   } else {
     std::fprintf(stderr, "polar: unknown command '%s'\n\n%s", command.c_str(), kUsage);
     return 2;
