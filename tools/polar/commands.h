@@ -15,5 +15,6 @@ absl::Status RunModel(const std::vector<std::string>& argv);  // info | synth
 absl::Status RunLogits(const std::vector<std::string>& argv);
 absl::Status RunBench(const std::vector<std::string>& argv);
 absl::Status RunEval(const std::vector<std::string>& argv);
+absl::Status RunCalibrate(const std::vector<std::string>& argv);
 
 }  // namespace polar::cli

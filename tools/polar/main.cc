@@ -37,6 +37,10 @@ commands:
       the same load straight into this process's engine (no gRPC): the baseline
       for what the gateway and worker add
 
+  calibrate --model PATH --corpus FILE [MORE_FILES...] --out ROUTERS.safetensors [--report FILE.json]
+       [--samples N] [--quality-target F] [--seed S] [--threads N]
+      train Polar Sparsity's head routers, find the layers kept dense and the default
+      density (the lowest whose validation perplexity rises by at most F, default 0.02)
   eval --model PATH --corpus FILE [--routers FILE] [--density D|default|dense]
        [--selection routers|oracle|random] [--unit group|head] [--window N] [--prompt N]
        [--batch N] [--max-windows N] [--seed S] [--threads N] [--json]
@@ -70,6 +74,8 @@ int main(int argc, char** argv) {
     status = polar::cli::RunBench(rest);
   } else if (command == "eval") {
     status = polar::cli::RunEval(rest);
+  } else if (command == "calibrate") {
+    status = polar::cli::RunCalibrate(rest);
   } else {
     std::fprintf(stderr, "polar: unknown command '%s'\n\n%s", command.c_str(), kUsage);
     return 2;
