@@ -10,9 +10,12 @@
 namespace polar::kernels::cpu {
 namespace {
 
-// One query head of one token against its sequence's keys [key_begin, key_end).
-void AttendOne(const PagedAttentionParams& p, const float* q, int64_t seq, int64_t kv_head,
-               int64_t key_begin, int64_t key_end, std::vector<float>& scores, float* out) {
+// The query heads of one KV group for one token against its sequence's keys
+// [key_begin, key_end): each K and V row is read once for all `group` heads
+// (per head the arithmetic is the same as attending it alone).
+// q: [group, d] (consecutive heads); out: [group, d].
+void AttendGroup(const PagedAttentionParams& p, const float* q, int64_t group, int64_t seq, int64_t kv_head,
+                 int64_t key_begin, int64_t key_end, std::vector<float>& scores, float* out) {
   const int32_t* blocks = p.block_ids + p.block_indptr[seq];
   const int64_t d = p.head_dim;
   const int64_t row_stride = p.num_kv_heads * d;
@@ -21,25 +24,38 @@ void AttendOne(const PagedAttentionParams& p, const float* q, int64_t seq, int64
     return cache + (block * p.block_size + pos % p.block_size) * row_stride + kv_head * d;
   };
   const int64_t n = key_end - key_begin;
-  scores.resize(n);
-  float max_score = -std::numeric_limits<float>::infinity();
+  // One scratch per thread, grown to the longest context (no allocation per
+  // call): [group, n] scores, then group maxima and group denominators.
+  if (scores.size() < static_cast<size_t>(group * (n + 2))) scores.resize(group * (n + 2));
+  float* max_score = scores.data() + group * n;
+  float* denom = max_score + group;
+  std::fill(max_score, max_score + group, -std::numeric_limits<float>::infinity());
+  std::fill(denom, denom + group, 0.0f);
   for (int64_t j = 0; j < n; ++j) {
     const float* k = key_row(p.k_cache, key_begin + j);
-    float dot = 0.0f;
-    for (int64_t i = 0; i < d; ++i) dot += q[i] * k[i];
-    scores[j] = dot * p.scale;
-    max_score = std::max(max_score, scores[j]);
+    for (int64_t g = 0; g < group; ++g) {
+      const float* qg = q + g * d;
+      float dot = 0.0f;
+      for (int64_t i = 0; i < d; ++i) dot += qg[i] * k[i];
+      scores[g * n + j] = dot * p.scale;
+      max_score[g] = std::max(max_score[g], scores[g * n + j]);
+    }
   }
-  float denom = 0.0f;
-  for (int64_t j = 0; j < n; ++j) {
-    scores[j] = std::exp(scores[j] - max_score);
-    denom += scores[j];
+  for (int64_t g = 0; g < group; ++g) {
+    float* row = scores.data() + g * n;
+    for (int64_t j = 0; j < n; ++j) {
+      row[j] = std::exp(row[j] - max_score[g]);
+      denom[g] += row[j];
+    }
   }
-  std::fill(out, out + d, 0.0f);
+  std::fill(out, out + group * d, 0.0f);
   for (int64_t j = 0; j < n; ++j) {
     const float* v = key_row(p.v_cache, key_begin + j);
-    const float w = scores[j] / denom;
-    for (int64_t i = 0; i < d; ++i) out[i] += w * v[i];
+    for (int64_t g = 0; g < group; ++g) {
+      const float w = scores[g * n + j] / denom[g];
+      float* og = out + g * d;
+      for (int64_t i = 0; i < d; ++i) og[i] += w * v[i];
+    }
   }
 }
 
@@ -78,11 +94,8 @@ void PagedAttention(const PagedAttentionParams& p) {
       const int64_t key_end = position + 1;
       const int64_t key_begin =
           p.sliding_window > 0 ? std::max<int64_t>(0, key_end - p.sliding_window) : 0;
-      for (int64_t g = 0; g < group; ++g) {
-        const int64_t q_head = kv_head * group + g;
-        AttendOne(p, p.q + (token * p.num_q_heads + q_head) * d, seq, kv_head, key_begin, key_end,
-                  scores, out_group + g * d);
-      }
+      AttendGroup(p, p.q + (token * p.num_q_heads + kv_head * group) * d, group, seq, kv_head, key_begin, key_end,
+                  scores, out_group);
     }
   }
 }
