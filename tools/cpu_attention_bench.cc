@@ -33,7 +33,7 @@ double MedianMs(std::vector<double> v) {
 }
 
 int64_t GroupsToKeep(double density, int64_t groups) {  // as engine/model/head_routers.h
-  return std::clamp<int64_t>(static_cast<int64_t>(std::ceil(density * groups - 1e-6)), 1, groups);
+  return std::clamp<int64_t>(static_cast<int64_t>(std::ceil(density * groups - 0.02)), 1, groups);
 }
 
 }  // namespace

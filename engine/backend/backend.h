@@ -140,6 +140,24 @@ class Backend {
   // Zeroes, in every row of each sequence, the heads of the KV groups its
   // selection leaves out (x: [num_tokens, num_heads * head_dim]).
   virtual void MaskHeadGroups(Tensor x, int64_t num_heads, int64_t num_groups, const GroupSelection& selection) = 0;
+  // ---- MLP sparsity (ReLU models: OPT) ----
+  // An int32 buffer of `capacity` neuron indices, [1, capacity] (set-up).
+  virtual absl::StatusOr<Tensor> AllocateIndices(int64_t capacity) = 0;
+  // A new weight holding wᵀ ([w.cols, w.rows]): fc2's neuron-major copy (set-up).
+  virtual absl::StatusOr<Tensor> TransposedWeight(const Tensor& w) = 0;
+  // The step's one neuron set: the k neurons with the largest sums over the
+  // rows of ReLU(scores) ([num_rows, ffn] router logits), ties to the lower
+  // id, written ascending to indices[0, k) (kernels/cpu/gather_mlp.h).
+  virtual void SelectMlpNeurons(const Tensor& scores, int64_t k, Tensor indices) = 0;
+  // The MLP over neurons indices[0, k) only: out (+)= ReLU(x · w1[idx]ᵀ +
+  // b1[idx]) · w2t[idx] + b2. x: [rows, in]; w1: [ffn, in] (fc1.weight);
+  // w2t: [ffn, out_cols] (fc2.weightᵀ); hidden: scratch of >= rows * k floats.
+  // With all neurons it equals Linear, Relu, Linear(accumulate) bit for bit.
+  virtual void GatherMlp(const Tensor& x, const Tensor& w1, const Tensor& b1, const Tensor& w2t, const Tensor& b2,
+                         const Tensor& indices, int64_t k, Tensor hidden, Tensor out, bool accumulate) = 0;
+  // Zeroes, in every row of h ([rows, ffn]), the columns not in indices[0, k).
+  virtual void MaskMlpNeurons(Tensor h, const Tensor& indices, int64_t k) = 0;
+
   // out = silu(gate) * up, gate_up: [rows, 2 * width] (gate first), out: [rows, width].
   virtual void SiluMul(const Tensor& gate_up, Tensor out) = 0;
   virtual void Relu(Tensor x) = 0;

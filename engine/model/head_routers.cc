@@ -15,7 +15,8 @@
 namespace polar {
 
 int32_t GroupsToKeep(float density, int64_t num_groups) {
-  const double kept = std::ceil(static_cast<double>(density) * static_cast<double>(num_groups) - 1e-6);
+  // A typed-in 0.67 or 0.6667 of 3 groups means 2: forgive 0.02 of a group.
+  const double kept = std::ceil(static_cast<double>(density) * static_cast<double>(num_groups) - 0.02);
   return static_cast<int32_t>(std::clamp<double>(kept, 1.0, static_cast<double>(num_groups)));
 }
 
@@ -55,7 +56,7 @@ absl::Status HeadRouters::Validate(const ModelConfig& config) const {
     return absl::InvalidArgumentError(absl::StrCat("routers: default density ", default_density, " not in (0, 1]"));
   }
   for (int64_t l = 0; l < num_layers; ++l) {
-    if (dense[l]) continue;
+    if (dense[l] && weight[l].empty() && bias[l].empty()) continue;
     if (static_cast<int64_t>(weight[l].size()) != num_heads * hidden_size ||
         static_cast<int64_t>(bias[l].size()) != num_heads) {
       return absl::InvalidArgumentError(absl::StrCat("routers: layer ", l, " has misshapen weights"));
@@ -74,10 +75,8 @@ absl::Status HeadRouters::Save(const std::string& path) const {
   std::vector<HostTensor> tensors;
   nlohmann::json dense_layers = nlohmann::json::array();
   for (int64_t l = 0; l < num_layers; ++l) {
-    if (dense[l]) {
-      dense_layers.push_back(l);
-      continue;
-    }
+    if (dense[l]) dense_layers.push_back(l);
+    if (weight[l].empty()) continue;  // a dense layer may keep its trained router (evaluation)
     tensors.push_back(MakeOwnedF32(absl::StrCat("layers.", l, ".weight"), {num_heads, hidden_size}, weight[l]));
     tensors.push_back(MakeOwnedF32(absl::StrCat("layers.", l, ".bias"), {num_heads}, bias[l]));
   }
@@ -137,7 +136,11 @@ absl::StatusOr<HeadRouters> HeadRouters::Load(const std::string& path, const Mod
     r.dense[l.get<int64_t>()] = true;
   }
   for (int64_t l = 0; l < r.num_layers; ++l) {
-    if (r.dense[l]) continue;
+    // A dense layer may carry its trained router (for evaluation); a routed one must.
+    if (r.dense[l] && (*file)->Tensor(absl::StrCat("layers.", l, ".weight")).status().code() ==
+                          absl::StatusCode::kNotFound) {
+      continue;
+    }
     for (auto [suffix, dst, shape] :
          {std::tuple<const char*, std::vector<float>*, std::vector<int64_t>>{"weight", &r.weight[l],
                                                                              {r.num_heads, r.hidden_size}},

@@ -7,8 +7,8 @@
 // query heads' logits, GroupScore). Dense layers (layer 0 and the critical
 // layers calibration found) have no router and always compute every head.
 //
-// File format: safetensors; per routed layer `layers.{l}.weight` [num_heads,
-// hidden] and `layers.{l}.bias` [num_heads] (F32); string metadata
+// File format: safetensors; per layer with a router `layers.{l}.weight`
+// [num_heads, hidden] and `layers.{l}.bias` [num_heads] (F32); string metadata
 // "polar.head_routers" = "1", "num_layers", "hidden_size", "num_heads",
 // "num_kv_heads", "group_score" ("max" | "mean"), "dense_layers" (JSON array),
 // "default_density" (the calibrated density, a decimal in (0, 1]).
@@ -32,9 +32,12 @@ struct HeadRouters {
   int64_t num_kv_heads = 0;
   GroupScore group_score = GroupScore::kMax;
   float default_density = 1.0f;
-  std::vector<bool> dense;                 // [num_layers] no router: every head, always
-  std::vector<std::vector<float>> weight;  // [num_layers] of [num_heads * hidden] (empty when dense)
-  std::vector<std::vector<float>> bias;    // [num_layers] of [num_heads] (empty when dense)
+  std::vector<bool> dense;                 // [num_layers] not routed: every head, always
+  // [num_layers] of [num_heads * hidden] and [num_heads]. Present for every
+  // routed layer; a dense layer may keep the router calibration trained for
+  // it (evaluation can route it), or have none (empty).
+  std::vector<std::vector<float>> weight;
+  std::vector<std::vector<float>> bias;
 
   // Routers shaped for `config`: every layer dense, no weights yet.
   static HeadRouters DenseFor(const ModelConfig& config);
@@ -45,8 +48,10 @@ struct HeadRouters {
   absl::Status Validate(const ModelConfig& config) const;
 };
 
-// KV groups a sequence of `density` keeps: ceil(density * num_groups), at
-// least 1 (the density actually served is never below the one asked for).
+// KV groups a sequence of `density` keeps: ceil(density * num_groups - 0.02),
+// at least 1: never below the density asked for, except that a density typed
+// with a few digits (0.67 or 0.6667 of 3 groups) means the group count it
+// rounds to.
 int32_t GroupsToKeep(float density, int64_t num_groups);
 
 // "max" / "mean" and back.

@@ -1,7 +1,9 @@
 // The OPT forward pass: learned positions (looked up at position + 2, OPT's
 // offset), LayerNorm, MHA with biases, ReLU MLP with biases. Supports the small
 // OPTs' projection dims (word_embed_proj_dim != hidden: project_in/out) and
-// post-LN layers (do_layer_norm_before = false, as in opt-350m).
+// post-LN layers (do_layer_norm_before = false, as in opt-350m). The MLP
+// may run over the batch's predicted neurons only (mlp_sparsity.h), routed
+// from the attention's input like the head routers.
 
 #include "absl/strings/str_cat.h"
 #include "engine/model/transformer.h"
@@ -19,6 +21,7 @@ class OptModel final : public TransformerModel {
   OptModel(const ModelConfig& config, Backend& backend) : config_(config), backend_(backend) {}
   const ModelConfig& config() const override { return config_; }
   HeadSparsity& heads() override { return heads_; }
+  MlpSparsity* mlp() override { return &mlp_sparsity_; }
 
   absl::Status Init(const Checkpoint& checkpoint, int64_t max_tokens) {
     WeightUploader up(checkpoint, backend_);
@@ -61,12 +64,15 @@ class OptModel final : public TransformerModel {
     if (!s.ok()) return s;
     attention_ = AttentionParamsFor(config_);
     if (absl::Status s = heads_.Init(config_, backend_, max_tokens); !s.ok()) return s;
-    return absl::OkStatus();
+    std::vector<MlpLayerWeights> mlp_weights;
+    for (const OptLayer& L : layers_) mlp_weights.push_back({L.fc1, L.b1, L.fc2, L.b2});
+    return mlp_sparsity_.Init(config_, backend_, max_tokens, std::move(mlp_weights));
   }
 
   absl::Status Forward(const StepBatch& step, float* logits) override {
     if (absl::Status s = CheckStepFits(step, x_.rows); !s.ok()) return s;
     heads_.BeginStep(step);
+    mlp_sparsity_.BeginStep(step);
     const int64_t n = step.num_tokens();
     const int64_t n_out = static_cast<int64_t>(step.logit_rows.size());
     Backend& b = backend_;
@@ -96,6 +102,7 @@ class OptModel final : public TransformerModel {
       b.Linear(in, L.wv, L.bv, v);
       b.AppendKv(l, k, v);
       heads_.Attention(l, in, q, attention_, attn);  // routers score the attention's input
+      mlp_sparsity_.Route(l, in);  // so does the MLP router, before `in` is overwritten
       b.Linear(attn, L.wo, L.bo, x, /*accumulate=*/true);
       if (!pre_ln) b.LayerNorm(x, L.attn_ln_w, L.attn_ln_b, eps, x);
       in = x;
@@ -103,9 +110,7 @@ class OptModel final : public TransformerModel {
         b.LayerNorm(x, L.mlp_ln_w, L.mlp_ln_b, eps, h);
         in = h;
       }
-      b.Linear(in, L.fc1, L.b1, mlp);
-      b.Relu(mlp);
-      b.Linear(mlp, L.fc2, L.b2, x, /*accumulate=*/true);
+      mlp_sparsity_.Forward(l, in, mlp, x);  // x += fc2(ReLU(fc1(in))), dense or over the routed neurons
       if (!pre_ln) b.LayerNorm(x, L.mlp_ln_w, L.mlp_ln_b, eps, x);
     }
     Tensor last = last_.FirstRows(n_out), out = logits_.FirstRows(n_out);
@@ -129,6 +134,7 @@ class OptModel final : public TransformerModel {
   std::vector<OptLayer> layers_;
   AttentionParams attention_;
   HeadSparsity heads_;
+  MlpSparsity mlp_sparsity_;
   // Scratch, [max_step_tokens, *].
   Tensor x_, h_, q_, k_, v_, attn_, mlp_, embed_out_, last_, last_proj_, logits_;
 };

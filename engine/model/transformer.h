@@ -13,6 +13,7 @@
 #include "engine/backend/backend.h"
 #include "engine/model/checkpoint.h"
 #include "engine/model/head_sparsity.h"
+#include "engine/model/mlp_sparsity.h"
 #include "engine/model/model_config.h"
 
 namespace polar {
@@ -26,6 +27,9 @@ class TransformerModel {
   virtual absl::Status Forward(const StepBatch& step, float* logits) = 0;
   // Polar Sparsity's attention heads: routers, selection mode, counters.
   virtual HeadSparsity& heads() = 0;
+  // Polar Sparsity's MLP neurons (ReLU models only: OPT); null for models
+  // without MLP sparsity (the LLaMA family's SwiGLU).
+  virtual MlpSparsity* mlp() { return nullptr; }
 };
 
 // Uploads the checkpoint's weights to `backend` and allocates scratch for

@@ -184,8 +184,11 @@ absl::StatusOr<CalibrationResult> Calibrate(ModelRunner& runner, std::span<const
     dense[l] = false;
     absl::StatusOr<SparsityEvalResult> r = validate(dense, lowest, o.importance_windows);
     if (!r.ok()) return r.status();
-    importance[l] = r->perplexity / r->dense_perplexity - 1.0;
-    layer_reports[l]["importance"] = importance[l];
+    // KL(dense || sparse) on the same tokens: a paired measure, far less
+    // noisy on a few windows than the perplexity rise (also reported).
+    importance[l] = r->mean_kl;
+    layer_reports[l]["importance_kl"] = r->mean_kl;
+    layer_reports[l]["importance_perplexity_rise"] = r->perplexity / r->dense_perplexity - 1.0;
     progress("importance", static_cast<double>(l) / static_cast<double>(layers - 1));
   }
   report["layers"] = layer_reports;

@@ -62,12 +62,23 @@ absl::Status ModelRunner::Init() {
     if (!routers.ok()) return routers.status();
     if (absl::Status s = model_->heads().SetRouters(*routers); !s.ok()) return s;
   }
+  if (!options_.mlp_routers.empty()) {
+    if (model_->mlp() == nullptr) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          options_.mlp_routers, ": MLP routers need a ReLU model (OPT); this model's MLP is SwiGLU (",
+          c.model_type, "), which has no MLP sparsity"));
+    }
+    absl::StatusOr<MlpRouters> routers = MlpRouters::Load(options_.mlp_routers, c);
+    if (!routers.ok()) return routers.status();
+    if (absl::Status s = model_->mlp()->SetRouters(*routers); !s.ok()) return s;
+  }
   const float d = options_.default_density;
   if (d != 0.0f && !(d > 0.0f && d <= 1.0f)) {
     return absl::InvalidArgumentError(absl::StrCat("default density ", d, " is not in (0, 1]"));
   }
-  if (d > 0.0f && d < 1.0f && options_.head_routers.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("default density ", d, " needs head routers (--routers)"));
+  if (d > 0.0f && d < 1.0f && options_.head_routers.empty() && options_.mlp_routers.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("default density ", d, " needs head routers (--routers) or MLP routers (--mlp-routers)"));
   }
   return absl::OkStatus();
 }
@@ -83,9 +94,10 @@ absl::StatusOr<float> ModelRunner::ResolveDensity(float requested) const {
   if (!(requested > 0.0f && requested <= 1.0f)) {
     return absl::InvalidArgumentError(absl::StrCat("density ", requested, " is not in (0, 1]"));
   }
-  if (requested < 1.0f && model_->heads().routers() == nullptr) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("density ", requested, " needs head routers, and none are loaded (--routers)"));
+  const bool mlp_routed = model_->mlp() != nullptr && model_->mlp()->routers() != nullptr;
+  if (requested < 1.0f && model_->heads().routers() == nullptr && !mlp_routed) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "density ", requested, " needs head routers (--routers) or MLP routers (--mlp-routers), and none are loaded"));
   }
   return requested;
 }

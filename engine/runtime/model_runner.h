@@ -37,6 +37,10 @@ struct RunnerOptions {
   // Polar Sparsity head routers (polar calibrate's output); empty: none, and
   // every sequence is dense.
   std::string head_routers;
+  // Polar Sparsity MLP routers (`polar calibrate --mlp`; ReLU models only);
+  // empty: none, and every MLP is dense. A step's MLP is sparse only when
+  // all its sequences decode at a density below 1 (mlp_sparsity.h).
+  std::string mlp_routers;
   // The density of requests that ask for the default, in (0, 1]; 0: the
   // routers' calibrated one (1 without routers).
   float default_density = 0.0f;
@@ -101,10 +105,14 @@ class ModelRunner {
   // The model's attention heads (routers, selection mode, per-layer counters).
   HeadSparsity& heads() { return model_->heads(); }
   const HeadSparsity& heads() const { return model_->heads(); }
+  // The model's MLP neurons (routers, counters); null for non-ReLU models.
+  MlpSparsity* mlp() { return model_->mlp(); }
+  const MlpSparsity* mlp() const { return model_->mlp(); }
   // The calibrated default density of the loaded routers; 1 without routers.
   float default_density() const;
   // A request's density: 0 means the default; otherwise it must be in (0, 1],
-  // and below 1 only with routers loaded (FAILED_PRECONDITION otherwise).
+  // and below 1 only with head or MLP routers loaded (FAILED_PRECONDITION
+  // otherwise).
   absl::StatusOr<float> ResolveDensity(float requested) const;
 
   // Applies options.threads to the calling thread (OpenMP's thread count is

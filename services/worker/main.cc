@@ -48,6 +48,8 @@ Serves one model over the polar.v1.Worker gRPC API.
   --max-waiting N            most sequences waiting before RESOURCE_EXHAUSTED (default: 1024)
   --drain-grace-seconds S    on SIGTERM, time in-flight work gets to finish (default: 30)
   --routers PATH             Polar Sparsity head routers from `polar calibrate` (default: none, dense)
+  --mlp-routers PATH         MLP routers from `polar calibrate --mlp` (OPT only; default: none, dense);
+                             a decode step whose sequences all ask for a density below 1 runs sparse MLPs
   --default-density D        density of requests asking for the default, in (0, 1]
                              (default: the routers' calibrated density; 1 without routers)
   --help                     this text
@@ -87,7 +89,7 @@ int Run(int argc, char** argv) {
   absl::StatusOr<cli::Args> args = cli::Args::Parse(
       std::vector<std::string>(argv + 1, argv + argc),
       {"model", "listen", "metrics-listen", "device", "threads", "kv-cache-bytes", "max-batch-tokens",
-       "max-num-seqs", "max-waiting", "drain-grace-seconds", "routers", "default-density"},
+       "max-num-seqs", "max-waiting", "drain-grace-seconds", "routers", "mlp-routers", "default-density"},
       {"help"});
   if (!args.ok()) {
     std::fprintf(stderr, "polar-worker: %s\n%s", std::string(args.status().message()).c_str(), kUsage);
@@ -140,7 +142,8 @@ int Run(int argc, char** argv) {
   scheduler_options.on_step = (*metrics)->StepObserver();
   Scheduler scheduler(runner, scheduler_options);
   absl::Status status =
-      (*metrics)->Attach(&scheduler, runner.heads().counters());
+      (*metrics)->Attach(&scheduler, runner.heads().counters(),
+                         runner.mlp() != nullptr ? &runner.mlp()->counters() : nullptr);
   if (!status.ok()) return Fail(status);
   scheduler.Start();
 

@@ -38,7 +38,7 @@ std::function<void(const StepStats&)> WorkerMetrics::StepObserver() {
   };
 }
 
-absl::Status WorkerMetrics::Attach(const Scheduler* scheduler, const HeadCounters& heads) {
+absl::Status WorkerMetrics::Attach(const Scheduler* scheduler, const HeadCounters& heads, const MlpCounters* mlp) {
   MetricsRegistry* registry = registry_;
   const SchedulerCounters& c = scheduler->counters();
   absl::Status status;
@@ -98,6 +98,25 @@ absl::Status WorkerMetrics::Attach(const Scheduler* scheduler, const HeadCounter
     if (!t.ok()) return t.status();
     mirrors_.push_back(Mirror{&heads.active[layer], 1.0, {*a}});
     mirrors_.push_back(Mirror{&heads.total[layer], 1.0, {*t}});
+  }
+
+  // Per layer, fc1 neurons computed and in total, per token (MLP sparsity:
+  // sparse decode steps compute their batch's k of ffn).
+  if (mlp == nullptr) return absl::OkStatus();
+  absl::StatusOr<CounterFamily*> mlp_active = registry->AddCounter(
+      {"polar_mlp_neurons_active_total", "MLP (fc1) neurons computed, per token, by layer.", {"layer"}});
+  if (!mlp_active.ok()) return mlp_active.status();
+  absl::StatusOr<CounterFamily*> mlp_total = registry->AddCounter(
+      {"polar_mlp_neurons_total", "MLP (fc1) neurons of the model, per token, by layer.", {"layer"}});
+  if (!mlp_total.ok()) return mlp_total.status();
+  for (int64_t layer = 0; layer < mlp->num_layers; ++layer) {
+    const std::string label = absl::StrCat(layer);
+    absl::StatusOr<Counter*> a = (*mlp_active)->WithLabels({label});
+    absl::StatusOr<Counter*> t = (*mlp_total)->WithLabels({label});
+    if (!a.ok()) return a.status();
+    if (!t.ok()) return t.status();
+    mirrors_.push_back(Mirror{&mlp->active[layer], 1.0, {*a}});
+    mirrors_.push_back(Mirror{&mlp->total[layer], 1.0, {*t}});
   }
   return absl::OkStatus();
 }

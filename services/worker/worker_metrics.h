@@ -9,7 +9,7 @@
 // Cumulative totals come from the scheduler's relaxed atomics
 // (SchedulerCounters) instead: Sync() adds each counter's growth since the
 // previous Sync to the registry's counters (tokens, preemptions, attention
-// heads per layer). A pump thread calls Sync a few times a second; a scrape
+// heads and MLP neurons per layer). A pump thread calls Sync a few times a second; a scrape
 // is at most one period stale. Gauges (running, waiting, KV usage) are
 // callback gauges read at scrape time.
 //
@@ -30,6 +30,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "engine/model/head_sparsity.h"
+#include "engine/model/mlp_sparsity.h"
 #include "engine/runtime/scheduler.h"
 #include "services/common/metrics.h"
 
@@ -47,9 +48,10 @@ class WorkerMetrics {
   // Lock-free; valid while this object lives.
   std::function<void(const StepStats&)> StepObserver();
   // Registers the families read from `scheduler` (gauges and mirrored
-  // counters) and the model's per-layer head counters; call once, before
-  // StartPump. Both must outlive this.
-  absl::Status Attach(const Scheduler* scheduler, const HeadCounters& heads);
+  // counters), the model's per-layer head counters and, for models with MLP
+  // sparsity (OPT; null otherwise), its per-layer neuron counters; call
+  // once, before StartPump. All must outlive this.
+  absl::Status Attach(const Scheduler* scheduler, const HeadCounters& heads, const MlpCounters* mlp = nullptr);
 
   // Mirrors the scheduler's counter growth since the last call. Thread-safe.
   void Sync();

@@ -30,7 +30,7 @@ absl::Status RunEval(const std::vector<std::string>& argv) {
       Args::Parse(argv,
                   {"model", "routers", "density", "selection", "unit", "corpus", "window", "prompt", "batch",
                    "max-windows", "seed", "threads", "kv-cache-bytes", "max-batch-tokens"},
-                  {"json"});
+                  {"json", "route-all-layers"});
   if (!args.ok()) return args.status();
   if (!args->Has("corpus")) return absl::InvalidArgumentError("--corpus FILE is required");
   absl::StatusOr<HeadSelectionMode> mode = ParseSelection(args->Get("selection", "routers"));
@@ -57,6 +57,16 @@ absl::Status RunEval(const std::vector<std::string>& argv) {
   absl::StatusOr<LoadedModel> model = LoadModel(*args, /*with_tokenizer=*/true);
   if (!model.ok()) return model.status();
   ModelRunner& runner = *model->runner;
+  if (args->Has("route-all-layers")) {
+    // Route every layer that has a trained router, including the ones
+    // calibration kept dense: the routers' own accuracy, layer for layer
+    // comparable with the oracle and random selections (layer 0 stays dense).
+    const HeadRouters* loaded = runner.heads().routers();
+    if (loaded == nullptr) return absl::InvalidArgumentError("--route-all-layers needs --routers");
+    HeadRouters all = *loaded;
+    for (int64_t l = 0; l < all.num_layers; ++l) all.dense[l] = l == 0 || all.weight[l].empty();
+    if (absl::Status s = runner.heads().SetRouters(all); !s.ok()) return s;
+  }
   const std::string density = args->Get("density", "default");
   if (density == "default") {
     options.density = runner.default_density();
@@ -85,6 +95,7 @@ absl::Status RunEval(const std::vector<std::string>& argv) {
   if (json) {
     nlohmann::json out = {{"model", args->Get("model")},
                           {"routers", args->Get("routers")},
+                          {"route_all_layers", args->Has("route-all-layers")},
                           {"corpus", args->Get("corpus")},
                           {"selection", selection},
                           {"unit", unit},

@@ -27,6 +27,7 @@ absl::StatusOr<LoadedModel> LoadModel(const Args& args, bool with_tokenizer) {
   options.kv_cache_bytes = *kv_bytes;
   options.max_batch_tokens = static_cast<int32_t>(*step_tokens);
   options.head_routers = args.Get("routers");
+  options.mlp_routers = args.Get("mlp-routers");  // absent unless the command accepts --mlp-routers
   absl::StatusOr<double> default_density = args.GetDouble("default-density", 0.0);
   if (!default_density.ok()) return default_density.status();
   options.default_density = static_cast<float>(*default_density);

@@ -43,7 +43,7 @@ commands:
       density (the lowest whose validation perplexity rises by at most F, default 0.02)
   eval --model PATH --corpus FILE [--routers FILE] [--density D|default|dense]
        [--selection routers|oracle|random] [--unit group|head] [--window N] [--prompt N]
-       [--batch N] [--max-windows N] [--seed S] [--threads N] [--json]
+       [--batch N] [--max-windows N] [--seed S] [--threads N] [--route-all-layers] [--json]
       Polar Sparsity's cost: perplexity, top-1 agreement and mean KL against the dense
       model on decode steps (teacher-forced windows after a dense prompt), and the
       density achieved per layer

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_format.h"
 #include "kernels/cpu/activation.h"
+#include "kernels/cpu/gather_mlp.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/head_select.h"
 #include "kernels/cpu/norm.h"
@@ -161,6 +162,36 @@ class CpuBackend final : public Backend {
                                  x.cols / num_heads, I32(selection.indptr), I32(selection.indices));
   }
 
+  absl::StatusOr<Tensor> AllocateIndices(int64_t capacity) override {
+    if (capacity < 1) return absl::InvalidArgumentError("empty index buffer");
+    index_buffers_.emplace_back(static_cast<size_t>(capacity), 0);
+    return Tensor{index_buffers_.back().data(), DType::kI32, 1, capacity};
+  }
+
+  absl::StatusOr<Tensor> TransposedWeight(const Tensor& w) override {
+    std::vector<float> t(static_cast<size_t>(w.size()));
+    const float* src = F32(w);
+    for (int64_t r = 0; r < w.rows; ++r) {
+      for (int64_t c = 0; c < w.cols; ++c) t[c * w.rows + r] = src[r * w.cols + c];
+    }
+    buffers_.push_back(std::move(t));
+    return Tensor{buffers_.back().data(), DType::kF32, w.cols, w.rows};
+  }
+
+  void SelectMlpNeurons(const Tensor& scores, int64_t k, Tensor indices) override {
+    kernels::cpu::SelectMlpNeurons(F32(scores), scores.rows, scores.cols, k, I32(indices));
+  }
+
+  void GatherMlp(const Tensor& x, const Tensor& w1, const Tensor& b1, const Tensor& w2t, const Tensor& b2,
+                 const Tensor& indices, int64_t k, Tensor hidden, Tensor out, bool accumulate) override {
+    kernels::cpu::GatherFc1Relu(F32(x), F32(w1), F32(b1), I32(indices), x.rows, x.cols, k, F32(hidden));
+    kernels::cpu::GatherFc2(F32(hidden), F32(w2t), F32(b2), I32(indices), x.rows, k, out.cols, F32(out), accumulate);
+  }
+
+  void MaskMlpNeurons(Tensor h, const Tensor& indices, int64_t k) override {
+    kernels::cpu::MaskMlpNeurons(F32(h), h.rows, h.cols, I32(indices), k);
+  }
+
   void SiluMul(const Tensor& gate_up, Tensor out) override {
     kernels::cpu::SiluMul(F32(gate_up), gate_up.rows, out.cols, F32(out));
   }
@@ -188,7 +219,7 @@ class CpuBackend final : public Backend {
  private:
   // A deque keeps element addresses stable as buffers are added.
   std::deque<std::vector<float>> buffers_;
-  std::deque<std::vector<int32_t>> index_buffers_;  // group selections
+  std::deque<std::vector<int32_t>> index_buffers_;  // group selections, neuron indices
   std::vector<int32_t> score_rows_;                 // per step: each sequence's last row
   KvCacheLayout layout_;
   std::vector<std::unique_ptr<float[]>> k_cache_;  // per layer: [num_blocks, block_size, n_kv_heads, head_dim]
