@@ -169,6 +169,9 @@ class Backend {
   virtual absl::Status CopyToHost(const Tensor& src, float* dst) = 0;
   // Copies dst.rows * dst.cols floats from host memory into a float tensor.
   virtual absl::Status CopyFromHost(const float* src, Tensor dst) = 0;
+  // Copies an int32 tensor (e.g. a GroupSelection) to host memory: a device
+  // sync on a GPU, so only for opt-in diagnostics (per-head metrics).
+  virtual absl::Status CopyIndicesToHost(const Tensor& src, int32_t* dst) = 0;
 };
 
 }  // namespace polar

@@ -94,6 +94,7 @@ void HeadSparsity::Attention(int64_t layer, const Tensor& h, const Tensor& q, co
   counters_->total[layer].fetch_add(n * config_.num_heads, std::memory_order_relaxed);
   counters_->active[layer].fetch_add(dense ? n * config_.num_heads : active_heads_sparse_, std::memory_order_relaxed);
   const int64_t groups = units();
+  if (counters_->per_head != nullptr && dense) CountPerHead(layer, true, groups);
   Tensor scores = scores_.FirstRows(n);
   // Selecting single query heads of GQA groups: dense, then masked.
   const bool masked = mode_ == HeadSelectionMode::kOracle || groups != config_.num_kv_heads;
@@ -137,6 +138,37 @@ void HeadSparsity::Attention(int64_t layer, const Tensor& h, const Tensor& q, co
     b.MaskHeadGroups(out, config_.num_heads, groups, selection_);  // out holds dense attention
   } else {
     b.Attention(layer, q, params, out, &selection_);
+  }
+  if (counters_->per_head != nullptr) CountPerHead(layer, false, groups);
+}
+
+void HeadSparsity::EnablePerHeadCounts() {
+  counters_->num_heads = config_.num_heads;
+  counters_->per_head.reset(new std::atomic<int64_t>[config_.num_layers * config_.num_heads]());
+}
+
+void HeadSparsity::CountPerHead(int64_t layer, bool dense, int64_t units) {
+  std::atomic<int64_t>* row = counters_->per_head.get() + layer * config_.num_heads;
+  const int64_t num_seqs = step_->num_seqs();
+  if (dense) {
+    const int64_t tokens = step_->num_tokens();
+    for (int64_t h = 0; h < config_.num_heads; ++h) row[h].fetch_add(tokens, std::memory_order_relaxed);
+    return;
+  }
+  host_indptr_.resize(selection_.indptr.size());
+  host_indices_.resize(selection_.indices.size());
+  if (!backend_->CopyIndicesToHost(selection_.indptr, host_indptr_.data()).ok() ||
+      !backend_->CopyIndicesToHost(selection_.indices, host_indices_.data()).ok()) {
+    return;
+  }
+  const int64_t heads_per_unit = config_.num_heads / units;
+  for (int64_t s = 0; s < num_seqs; ++s) {
+    const int64_t q_len = step_->q_indptr[s + 1] - step_->q_indptr[s];
+    for (int32_t i = host_indptr_[s]; i < host_indptr_[s + 1]; ++i) {
+      for (int64_t h = 0; h < heads_per_unit; ++h) {
+        row[host_indices_[i] * heads_per_unit + h].fetch_add(q_len, std::memory_order_relaxed);
+      }
+    }
   }
 }
 

@@ -59,6 +59,10 @@ struct HeadCounters {
   int64_t num_layers;
   std::unique_ptr<std::atomic<int64_t>[]> active;
   std::unique_ptr<std::atomic<int64_t>[]> total;
+  // Opt-in (HeadSparsity::EnablePerHeadCounts): [num_layers * num_heads],
+  // tokens for which each query head was computed; null when off.
+  std::unique_ptr<std::atomic<int64_t>[]> per_head;
+  int64_t num_heads = 0;
 };
 
 class HeadSparsity {
@@ -79,6 +83,10 @@ class HeadSparsity {
   void Attention(int64_t layer, const Tensor& h, const Tensor& q, const AttentionParams& params, Tensor out);
 
   const HeadCounters& counters() const { return *counters_; }
+  // Counts, per layer and query head, the tokens each head was computed for
+  // (HeadCounters::per_head). Costs a copy of each step's selection to the
+  // host (a sync on a GPU backend): opt-in. Call before serving starts.
+  void EnablePerHeadCounts();
 
  private:
   bool LayerIsDense(int64_t layer) const;
@@ -100,6 +108,8 @@ class HeadSparsity {
   bool any_sparse_ = false;    // some sequence keeps fewer than all groups
   int64_t active_heads_sparse_ = 0;  // heads computed per sparse layer this step (all tokens)
   std::vector<float> host_input_, host_norms_;  // observer copies
+  std::vector<int32_t> host_indptr_, host_indices_;  // per-head counts
+  void CountPerHead(int64_t layer, bool dense, int64_t units);
   std::unique_ptr<HeadCounters> counters_;
 };
 

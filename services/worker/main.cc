@@ -52,6 +52,8 @@ Serves one model over the polar.v1.Worker gRPC API.
                              a decode step whose sequences all ask for a density below 1 runs sparse MLPs
   --default-density D        density of requests asking for the default, in (0, 1]
                              (default: the routers' calibrated density; 1 without routers)
+  --per-head-metrics         also export polar_attention_head_selected_total{layer,head}
+                             (copies each step's head selection to the host)
   --help                     this text
 
 Once listening it prints one line to stdout:
@@ -90,7 +92,7 @@ int Run(int argc, char** argv) {
       std::vector<std::string>(argv + 1, argv + argc),
       {"model", "listen", "metrics-listen", "device", "threads", "kv-cache-bytes", "max-batch-tokens",
        "max-num-seqs", "max-waiting", "drain-grace-seconds", "routers", "mlp-routers", "default-density"},
-      {"help"});
+      {"help", "per-head-metrics"});
   if (!args.ok()) {
     std::fprintf(stderr, "polar-worker: %s\n%s", std::string(args.status().message()).c_str(), kUsage);
     return 2;
@@ -141,6 +143,7 @@ int Run(int argc, char** argv) {
   scheduler_options.end_of_generation_ids = tok != nullptr ? tok->eos_ids() : runner.config().eos_token_ids;
   scheduler_options.on_step = (*metrics)->StepObserver();
   Scheduler scheduler(runner, scheduler_options);
+  if (args->Has("per-head-metrics")) runner.heads().EnablePerHeadCounts();
   absl::Status status =
       (*metrics)->Attach(&scheduler, runner.heads().counters(),
                          runner.mlp() != nullptr ? &runner.mlp()->counters() : nullptr);

@@ -99,6 +99,20 @@ absl::Status WorkerMetrics::Attach(const Scheduler* scheduler, const HeadCounter
     mirrors_.push_back(Mirror{&heads.active[layer], 1.0, {*a}});
     mirrors_.push_back(Mirror{&heads.total[layer], 1.0, {*t}});
   }
+  // Opt-in (--per-head-metrics): tokens each query head was computed for.
+  if (heads.per_head != nullptr) {
+    absl::StatusOr<CounterFamily*> selected = registry->AddCounter(
+        {"polar_attention_head_selected_total", "Tokens for which each attention head was computed.",
+         {"layer", "head"}});
+    if (!selected.ok()) return selected.status();
+    for (int64_t layer = 0; layer < heads.num_layers; ++layer) {
+      for (int64_t head = 0; head < heads.num_heads; ++head) {
+        absl::StatusOr<Counter*> c = (*selected)->WithLabels({absl::StrCat(layer), absl::StrCat(head)});
+        if (!c.ok()) return c.status();
+        mirrors_.push_back(Mirror{&heads.per_head[layer * heads.num_heads + head], 1.0, {*c}});
+      }
+    }
+  }
 
   // Per layer, fc1 neurons computed and in total, per token (MLP sparsity:
   // sparse decode steps compute their batch's k of ffn).

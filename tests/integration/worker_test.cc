@@ -5,7 +5,12 @@
 // refused without hurting the worker, that model info carries the tokenizer,
 // that WatchLoad streams reports, that /metrics exports the documented names, and that SIGTERM lets an
 // in-flight request finish and exits 0.
+#include <random>
+
 #include <httplib.h>
+
+#include "engine/model/head_routers.h"
+#include "engine/model/checkpoint.h"
 
 #include <filesystem>
 #include <map>
@@ -431,6 +436,92 @@ TEST(WorkerNoTokenizerTest, ServesIdsAndAnswersNotFoundForTheTokenizer) {
   while (watch->Read(&report)) {  // the stream ends with the worker (a hang here fails by timeout)
   }
   watch->Finish();
+}
+
+// A worker with head routers (random ones: this checks the plumbing, not
+// their quality) serves fixed densities: the model facts say sparsity is
+// available, a sparse request computes fewer heads in routed layers (the
+// metrics show it, per head too with --per-head-metrics), and a worker
+// without routers refuses a density below 1.
+TEST_F(WorkerTest, DensityReachesTheEngineAndTheMetricsCountIt) {
+  absl::StatusOr<Checkpoint> ck = OpenCheckpoint(DefaultModel());
+  ASSERT_TRUE(ck.ok()) << ck.status();
+  const ModelConfig& c = ck->config;
+  HeadRouters routers = HeadRouters::DenseFor(c);
+  std::mt19937 rng(1);
+  std::normal_distribution<float> w(0.0f, 0.05f);
+  for (int64_t l = 1; l < c.num_layers; ++l) {
+    routers.dense[l] = false;
+    routers.weight[l].resize(c.num_heads * c.hidden_size);
+    routers.bias[l].resize(c.num_heads);
+    for (float& x : routers.weight[l]) x = w(rng);
+    for (float& x : routers.bias[l]) x = w(rng);
+  }
+  routers.default_density = 0.5f;
+  const std::string path = std::filesystem::temp_directory_path().string() + "/polar_worker_test_routers_" +
+                           std::to_string(getpid()) + ".safetensors";
+  ASSERT_TRUE(routers.Save(path).ok());
+  WorkerProcess sparse;
+  std::string error;
+  ASSERT_TRUE(sparse.Start({"--model", DefaultModel(), "--threads", "1", "--kv-cache-bytes", kKvBytes, "--routers",
+                            path, "--per-head-metrics"},
+                           &error))
+      << error;
+  ASSERT_TRUE(sparse.WaitServing());
+  std::filesystem::remove(path);
+  auto stub = v1::Worker::NewStub(sparse.channel());
+  {
+    grpc::ClientContext context;
+    v1::WorkerInfo info;
+    ASSERT_TRUE(stub->GetModelInfo(&context, v1::GetWorkerInfoRequest(), &info).ok());
+    EXPECT_TRUE(info.model().sparsity_available());
+    EXPECT_FLOAT_EQ(info.model().default_density(), 0.5f);
+    ASSERT_EQ(info.model().dense_layers_size(), 1);
+    EXPECT_EQ(info.model().dense_layers(0), 0);
+  }
+  v1::WorkerBatch batch;
+  v1::WorkerRequest request = MakeRequest("sparse", {1, 504, 3458, 28, 1116}, 0.0f, 0, 6);
+  request.mutable_density()->set_mode(v1::DENSITY_MODE_FIXED);
+  request.mutable_density()->set_value(0.33f);  // 1 of 3 KV groups
+  *batch.add_requests() = request;
+  grpc::ClientContext context;
+  std::map<std::string, Finished> got;
+  ASSERT_TRUE(ReadAll(stub->Generate(&context, batch).get(), &got).ok());
+  EXPECT_EQ(got["sparse"].tokens.size(), 6u);
+  EXPECT_EQ(got["sparse"].final_update.finish_reason(), v1::FINISH_REASON_LENGTH);
+
+  // The 5 prompt tokens are dense; the 5 decode tokens that ran a forward pass keep 3 of 9 heads.
+  httplib::Client client("127.0.0.1", sparse.metrics_port());
+  auto value = [&](const std::string& sample) -> double {
+    httplib::Result r = client.Get("/metrics");
+    if (!r) return -1;
+    const size_t at = r->body.find("\n" + sample + " ");
+    return at == std::string::npos ? -1 : std::stod(r->body.substr(at + sample.size() + 2));
+  };
+  // The counters are mirrored a few times a second: wait for the last step.
+  for (int i = 0; i < 50 && value("polar_attention_heads_total{layer=\"1\"}") < 10 * 9; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const double active = value("polar_attention_heads_active_total{layer=\"1\"}");
+  EXPECT_EQ(active, 5 * 9 + 5 * 3);
+  EXPECT_EQ(value("polar_attention_heads_total{layer=\"1\"}"), 10 * 9);
+  EXPECT_EQ(value("polar_attention_heads_active_total{layer=\"0\"}"), 10 * 9);
+  double per_head_sum = 0;
+  for (int h = 0; h < 9; ++h) {
+    per_head_sum += value("polar_attention_head_selected_total{layer=\"1\",head=\"" + std::to_string(h) + "\"}");
+  }
+  EXPECT_EQ(per_head_sum, active);
+
+  // The fixture's worker has no routers: a sparse density is refused, a clear error.
+  v1::WorkerBatch refused_batch;
+  *refused_batch.add_requests() = request;
+  grpc::ClientContext refused_context;
+  std::map<std::string, Finished> refused;
+  ReadAll(stub_->Generate(&refused_context, refused_batch).get(), &refused);
+  EXPECT_EQ(refused["sparse"].final_update.finish_reason(), v1::FINISH_REASON_ERROR);
+  EXPECT_NE(refused["sparse"].final_update.error().message().find("routers"), std::string::npos)
+      << refused["sparse"].final_update.error().message();
 }
 
 }  // namespace

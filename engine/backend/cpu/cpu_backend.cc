@@ -211,6 +211,11 @@ class CpuBackend final : public Backend {
     return absl::OkStatus();
   }
 
+  absl::Status CopyIndicesToHost(const Tensor& src, int32_t* dst) override {
+    std::memcpy(dst, src.data, sizeof(int32_t) * src.size());
+    return absl::OkStatus();
+  }
+
   absl::Status CopyFromHost(const float* src, Tensor dst) override {
     std::memcpy(dst.data, src, sizeof(float) * dst.size());
     return absl::OkStatus();
