@@ -78,9 +78,22 @@ absl::StatusOr<CalibrationResult> Calibrate(ModelRunner& runner, std::span<const
   if (!(o.validation_fraction > 0.0f && o.validation_fraction < 0.5f)) {
     return absl::InvalidArgumentError("validation fraction must be in (0, 0.5)");
   }
-  const size_t split = tokens.size() - static_cast<size_t>(static_cast<double>(tokens.size()) * o.validation_fraction);
-  const std::span<const int32_t> train = tokens.first(split);
-  const std::span<const int32_t> validation = tokens.subspan(split);
+  // Validation takes every k-th block of eval_window tokens through the whole
+  // text (k = 1 / validation_fraction), so it has the text's mix of sources
+  // (a tail would be one source only); training gets the other blocks. No
+  // token is in both.
+  std::vector<int32_t> train_tokens, validation_tokens;
+  {
+    const int64_t every = std::max<int64_t>(2, std::llround(1.0 / o.validation_fraction));
+    const int64_t blocks = static_cast<int64_t>(tokens.size()) / o.eval_window;
+    for (int64_t b = 0; b < blocks; ++b) {
+      const auto block = tokens.subspan(b * o.eval_window, o.eval_window);
+      std::vector<int32_t>& to = b % every == every - 1 ? validation_tokens : train_tokens;
+      to.insert(to.end(), block.begin(), block.end());
+    }
+  }
+  const std::span<const int32_t> train = train_tokens;
+  const std::span<const int32_t> validation = validation_tokens;
   const int64_t needed_eval = std::max(o.eval_windows, o.importance_windows) * o.eval_window;
   if (static_cast<int64_t>(validation.size()) < needed_eval) {
     return absl::InvalidArgumentError(absl::StrCat("the validation part has ", validation.size(),
@@ -230,7 +243,7 @@ absl::StatusOr<CalibrationResult> Calibrate(ModelRunner& runner, std::span<const
       const double rise = r->perplexity / r->dense_perplexity - 1.0;
       search.push_back({{"groups_kept", k}, {"density", density}, {"critical_layers", mid},
                         {"perplexity", r->perplexity}, {"rise", rise}});
-      if (rise <= o.quality_target) {
+      if (rise <= o.quality_target * (1.0f - o.quality_margin)) {
         hi = mid;
         at_hi = r->perplexity;
       } else {
@@ -251,6 +264,7 @@ absl::StatusOr<CalibrationResult> Calibrate(ModelRunner& runner, std::span<const
   report["search"] = search;
   report["dense_perplexity"] = dense_perplexity;
   report["quality_target"] = o.quality_target;
+  report["quality_margin"] = o.quality_margin;
   const double search_seconds = Seconds(stage_start);
 
   nlohmann::json chosen;

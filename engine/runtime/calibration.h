@@ -13,10 +13,11 @@
 //    is the layer's importance.
 // 4. Density: for each group level from the lowest, the fewest most important
 //    layers kept dense such that validation perplexity rises by at most
-//    `quality_target`; the configuration computing the fewest heads wins.
+//    `quality_target` less a margin; the configuration computing the fewest
+//    heads wins.
 //    Layer 0 is always dense.
-// Training and validation text never overlap (the validation part is the
-// tail of the token stream). Deterministic for fixed options.
+// Training and validation text never overlap (validation is every tenth
+// block of the token stream). Deterministic for fixed options.
 #pragma once
 
 #include <cstdint>
@@ -46,12 +47,15 @@ struct CalibrationOptions {
     return t;
   }();
   float validation_fraction = 0.1f;  // tail of the tokens kept for importance and density choice
-  float quality_target = 0.02f;      // largest relative validation perplexity rise accepted
+  float quality_target = 0.02f;      // largest relative perplexity rise the default may cost
+  // The search accepts a validation rise of at most target * (1 - margin):
+  // room for the difference between the validation text and other text.
+  float quality_margin = 0.25f;
   // Validation evaluations (sparsity_eval.h), for importance and density.
   int32_t eval_window = 128;
   int32_t eval_prompt = 32;
   int32_t eval_batch = 8;
-  int64_t eval_windows = 16;
+  int64_t eval_windows = 24;
   int64_t importance_windows = 4;
   // (stage, fraction of the stage done); may be null.
   std::function<void(const std::string& stage, double fraction)> on_progress;
