@@ -68,7 +68,15 @@ absl::Status RunEval(const std::vector<std::string>& argv) {
     if (absl::Status s = runner.heads().SetRouters(all); !s.ok()) return s;
   }
   const std::string density = args->Get("density", "default");
-  if (density == "default") {
+  if (density == "oracle") {
+    // The oracle at the calibrated density: the upper bound for these routers.
+    if (runner.heads().routers() == nullptr) {
+      return absl::InvalidArgumentError("--density oracle means the oracle at the routers' default density: give "
+                                        "--routers, or --selection oracle --density D");
+    }
+    options.mode = HeadSelectionMode::kOracle;
+    options.density = runner.default_density();
+  } else if (density == "default") {
     options.density = runner.default_density();
   } else if (density == "dense") {
     options.density = 1.0f;
@@ -89,9 +97,9 @@ absl::Status RunEval(const std::vector<std::string>& argv) {
   absl::StatusOr<SparsityEvalResult> r = EvaluateSparsity(runner, tokens, options);
   if (!r.ok()) return r.status();
 
-  const char* selection = *mode == HeadSelectionMode::kRouters  ? "routers"
-                          : *mode == HeadSelectionMode::kOracle ? "oracle"
-                                                                : "random";
+  const char* selection = options.mode == HeadSelectionMode::kRouters  ? "routers"
+                          : options.mode == HeadSelectionMode::kOracle ? "oracle"
+                                                                       : "random";
   if (json) {
     nlohmann::json out = {{"model", args->Get("model")},
                           {"routers", args->Get("routers")},

@@ -41,7 +41,7 @@ commands:
        [--samples N] [--quality-target F] [--seed S] [--threads N]
       train Polar Sparsity's head routers, find the layers kept dense and the default
       density (the lowest whose validation perplexity rises by at most F, default 0.02)
-  eval --model PATH --corpus FILE [--routers FILE] [--density D|default|dense]
+  eval --model PATH --corpus FILE [--routers FILE] [--density D|default|dense|oracle]
        [--selection routers|oracle|random] [--unit group|head] [--window N] [--prompt N]
        [--batch N] [--max-windows N] [--seed S] [--threads N] [--route-all-layers] [--json]
       Polar Sparsity's cost: perplexity, top-1 agreement and mean KL against the dense
