@@ -24,8 +24,11 @@ void GroupScores(const float* row, int64_t num_heads, int64_t num_groups, GroupS
 }
 
 void SelectHeadGroups(const HeadSelectParams& p) {
-  std::vector<float> score(p.num_groups);
-  std::vector<int32_t> order(p.num_groups);
+  // Per-thread scratch, grown once: no allocation in the decode step.
+  thread_local std::vector<float> score;
+  thread_local std::vector<int32_t> order;
+  score.resize(p.num_groups);
+  order.resize(p.num_groups);
   p.indptr[0] = 0;
   for (int64_t s = 0; s < p.num_seqs; ++s) {
     const int64_t keep = std::clamp<int64_t>(p.keep[s], 0, p.num_groups);
@@ -62,7 +65,8 @@ void HeadNorms(const float* x, int64_t rows, int64_t num_heads, int64_t head_dim
 void MaskHeadGroups(float* x, int64_t num_seqs, const int32_t* q_indptr, int64_t num_heads, int64_t num_groups,
                     int64_t head_dim, const int32_t* indptr, const int32_t* indices) {
   const int64_t r = num_heads / num_groups;
-  std::vector<char> selected(num_groups);
+  thread_local std::vector<char> selected;
+  selected.resize(num_groups);
   for (int64_t s = 0; s < num_seqs; ++s) {
     std::fill(selected.begin(), selected.end(), 0);
     for (int32_t i = indptr[s]; i < indptr[s + 1]; ++i) selected[indices[i]] = 1;
