@@ -47,11 +47,11 @@ Serves one model over the polar.v1.Worker gRPC API.
   --max-num-seqs N           most sequences running at once (default: 256)
   --max-waiting N            most sequences waiting before RESOURCE_EXHAUSTED (default: 1024)
   --drain-grace-seconds S    on SIGTERM, time in-flight work gets to finish (default: 30)
-  --routers PATH             Polar Sparsity head routers from `polar calibrate` (default: none, dense)
-  --mlp-routers PATH         MLP routers from `polar calibrate --mlp` (OPT only; default: none, dense);
+  --routers PATH             Polar Sparsity head routers from `polar calibrate` (default or empty: none, dense)
+  --mlp-routers PATH         MLP routers from `polar calibrate --mlp` (OPT only; default or empty: none, dense);
                              a decode step whose sequences all ask for a density below 1 runs sparse MLPs
-  --default-density D        density of requests asking for the default, in (0, 1]
-                             (default: the routers' calibrated density; 1 without routers)
+  --default-density D        density of requests asking for the default, in (0, 1]; 0 or unset:
+                             the routers' calibrated density (1 without routers)
   --per-head-metrics         also export polar_attention_head_selected_total{layer,head}
                              (copies each step's head selection to the host)
   --help                     this text

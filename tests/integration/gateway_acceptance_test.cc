@@ -592,9 +592,10 @@ void WriteHostsFile(const std::string& path, const std::string& name, const std:
 }
 
 // Workers found through DNS: a real DNS server (dnsmasq on loopback) answers
-// for one name with one A record per worker, as a Kubernetes headless
-// Service does. Records added later are picked up (both workers take work),
-// and a record removed drops its worker although that worker still runs.
+// the worker Service's name (k8s/: headless Service polar-worker in namespace
+// polar) with one A record per worker, as Kubernetes does. Records added
+// later are picked up (all three workers take work), and a record removed
+// drops its worker although that worker still runs.
 TEST(GatewayDnsDiscoveryTest, SeveralARecordsAreSeveralWorkersAndChangesArePickedUp) {
   const std::string dnsmasq = "/usr/sbin/dnsmasq";
   if (!std::filesystem::exists(dnsmasq)) GTEST_SKIP() << "dnsmasq is not installed (scripts/install-deps)";
@@ -602,7 +603,7 @@ TEST(GatewayDnsDiscoveryTest, SeveralARecordsAreSeveralWorkersAndChangesArePicke
       !std::filesystem::exists(POLAR_DEFAULT_MODEL)) {
     GTEST_SKIP() << "binaries or the default model missing";
   }
-  const std::string name = "workers.polar.test";
+  const std::string name = "polar-worker.polar.svc.cluster.local";
   const std::string hosts = (std::filesystem::temp_directory_path() /
                              absl::StrCat("polar-dns-test-", getpid(), ".hosts")).string();
   WriteHostsFile(hosts, name, {"127.0.0.1"});
@@ -612,7 +613,7 @@ TEST(GatewayDnsDiscoveryTest, SeveralARecordsAreSeveralWorkersAndChangesArePicke
   ASSERT_TRUE(dns.Start({dnsmasq, "--keep-in-foreground", absl::StrCat("--port=", dns_port),
                          "--listen-address=127.0.0.1", "--bind-interfaces", "--no-resolv", "--no-hosts",
                          "--addn-hosts=" + hosts, "--pid-file=", "--user=root", "--log-facility=/dev/null"}));
-  // Both workers listen on the same port, on two loopback addresses.
+  // The workers listen on the same port, on three loopback addresses.
   const int port = UnusedPort();
   const std::string port_text = std::to_string(port);
   auto resolve = [&] { return ResolveAllAddresses(name, port_text, dns_server, absl::Seconds(2)); };
@@ -621,40 +622,48 @@ TEST(GatewayDnsDiscoveryTest, SeveralARecordsAreSeveralWorkersAndChangesArePicke
   ASSERT_TRUE(resolved.ok()) << resolved.status();
   EXPECT_EQ(*resolved, std::vector<std::string>{absl::StrCat("127.0.0.1:", port)});
 
-  Worker workers[2];
-  ASSERT_TRUE(StartWorker(port, &workers[0], {}, "127.0.0.1"));
-  ASSERT_TRUE(StartWorker(port, &workers[1], {}, "127.0.0.2"));
+  constexpr int kWorkers = 3;
+  Worker workers[kWorkers];
+  std::vector<std::string> ips, addresses;
+  for (int w = 0; w < kWorkers; ++w) {
+    ips.push_back(absl::StrCat("127.0.0.", w + 1));
+    addresses.push_back(absl::StrCat(ips.back(), ":", port));
+    ASSERT_TRUE(StartWorker(port, &workers[w], {}, ips.back()));
+  }
   Gateway gateway;
   ASSERT_TRUE(StartGateway(absl::StrCat("dns:///", name, ":", port),
                            {"--dns-server", dns_server, "--dns-refresh-seconds", "0.5", "--max-batch", "1"}, 1,
                            &gateway));
   auto stub = GatewayStub(gateway.grpc_address);
 
-  // A second A record: a second worker.
-  WriteHostsFile(hosts, name, {"127.0.0.1", "127.0.0.2"});
+  // Two more A records: two more workers.
+  WriteHostsFile(hosts, name, ips);
   kill(dns.pid(), SIGHUP);  // dnsmasq re-reads its hosts files
   int known = 0;
-  ASSERT_TRUE(WaitWorkersReady(gateway.grpc_address, 2, std::chrono::seconds(30), &known));
-  EXPECT_EQ(known, 2);
-  EXPECT_EQ(resolve().value_or(std::vector<std::string>{}),
-            (std::vector<std::string>{absl::StrCat("127.0.0.1:", port), absl::StrCat("127.0.0.2:", port)}));
-  const double before[2] = {GeneratedTokens(workers[0]), GeneratedTokens(workers[1])};
-  EXPECT_TRUE(SendConcurrently(stub.get(), 8, 900));
-  double gained[2] = {0, 0};
-  for (int i = 0; i < 100 && (gained[0] + gained[1]) < 8 * 4; ++i) {
-    gained[0] = GeneratedTokens(workers[0]) - before[0];
-    gained[1] = GeneratedTokens(workers[1]) - before[1];
+  ASSERT_TRUE(WaitWorkersReady(gateway.grpc_address, kWorkers, std::chrono::seconds(30), &known));
+  EXPECT_EQ(known, kWorkers);
+  std::vector<std::string> now = resolve().value_or(std::vector<std::string>{});
+  std::sort(now.begin(), now.end());
+  EXPECT_EQ(now, addresses);
+  constexpr int kRequests = 12;
+  double before[kWorkers], gained[kWorkers] = {};
+  for (int w = 0; w < kWorkers; ++w) before[w] = GeneratedTokens(workers[w]);
+  EXPECT_TRUE(SendConcurrently(stub.get(), kRequests, 900));
+  for (int i = 0; i < 100; ++i) {
+    double total = 0;
+    for (int w = 0; w < kWorkers; ++w) total += gained[w] = GeneratedTokens(workers[w]) - before[w];
+    if (total >= kRequests * 4) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  printf("[ measured ] DNS: 2 A records -> 2 workers; 8 requests gave %.0f and %.0f tokens\n", gained[0], gained[1]);
-  EXPECT_GT(gained[0], 0);
-  EXPECT_GT(gained[1], 0);
+  printf("[ measured ] DNS: %d A records -> %d workers; %d requests gave %.0f, %.0f and %.0f tokens\n", kWorkers,
+         kWorkers, kRequests, gained[0], gained[1], gained[2]);
+  for (int w = 0; w < kWorkers; ++w) EXPECT_GT(gained[w], 0) << "worker " << ips[w] << " got no work";
 
   // The first record removed: its worker leaves the pool though it still runs.
-  WriteHostsFile(hosts, name, {"127.0.0.2"});
+  WriteHostsFile(hosts, name, {ips[1], ips[2]});
   kill(dns.pid(), SIGHUP);
-  ASSERT_TRUE(WaitWorkersReady(gateway.grpc_address, 1, std::chrono::seconds(30), &known));
-  EXPECT_EQ(known, 1);
+  ASSERT_TRUE(WaitWorkersReady(gateway.grpc_address, kWorkers - 1, std::chrono::seconds(30), &known));
+  EXPECT_EQ(known, kWorkers - 1);
   const double first_before = GeneratedTokens(workers[0]);
   EXPECT_TRUE(SendConcurrently(stub.get(), 4, 950));
   std::this_thread::sleep_for(std::chrono::milliseconds(600));  // past a metrics mirror period
