@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -120,6 +121,18 @@ int Run(int argc, char** argv) {
   if (!max_waiting.ok()) return Fail(max_waiting.status());
   if (!grace.ok()) return Fail(grace.status());
 
+  // /metrics answers from the start, before the model loads (which can take
+  // minutes): a scrape that fails means the process is gone, not loading
+  // (deploy/prometheus/rules: PolarWorkerDown). The model's families join the
+  // registry once they exist.
+  MetricsRegistry registry;
+  absl::StatusOr<std::unique_ptr<WorkerMetrics>> metrics = WorkerMetrics::Create(&registry, POLAR_VERSION);
+  if (!metrics.ok()) return Fail(metrics.status());
+  MetricsHttpServer metrics_server(&registry);
+  if (absl::Status started = metrics_server.Start(metrics_address->first, metrics_address->second); !started.ok()) {
+    return Fail(started);
+  }
+
   absl::StatusOr<cli::LoadedModel> model = cli::LoadModel(*args, /*with_tokenizer=*/false);
   if (!model.ok()) return Fail(model.status());
   ModelRunner& runner = *model->runner;
@@ -132,11 +145,7 @@ int Run(int argc, char** argv) {
                  std::string(tokenizer.status().message()).c_str());
   }
 
-  // Metrics first: the step histograms' hook goes into the scheduler's options.
-  MetricsRegistry registry;
-  absl::StatusOr<std::unique_ptr<WorkerMetrics>> metrics = WorkerMetrics::Create(&registry, POLAR_VERSION);
-  if (!metrics.ok()) return Fail(metrics.status());
-
+  // The step histograms' hook goes into the scheduler's options.
   SchedulerOptions scheduler_options;
   scheduler_options.max_batch_tokens = runner.options().max_batch_tokens;
   scheduler_options.max_num_seqs = static_cast<int32_t>(*max_num_seqs);
@@ -147,6 +156,12 @@ int Run(int argc, char** argv) {
   absl::Status status =
       (*metrics)->Attach(&scheduler, runner.heads().counters(),
                          runner.mlp() != nullptr ? &runner.mlp()->counters() : nullptr);
+  // From here the registry reads the scheduler: whatever path leaves, the
+  // scrapes and the pump stop before the scheduler goes away.
+  absl::Cleanup stop_metrics = [&] {
+    metrics_server.Stop();
+    (*metrics)->StopPump();
+  };
   if (!status.ok()) return Fail(status);
   scheduler.Start();
 
@@ -157,10 +172,6 @@ int Run(int argc, char** argv) {
   service_options.max_running = static_cast<int32_t>(*max_num_seqs);
   service_options.max_waiting = static_cast<int32_t>(*max_waiting);
   WorkerService service(&runner, &scheduler, tok, service_options);
-
-  MetricsHttpServer metrics_server(&registry);
-  status = metrics_server.Start(metrics_address->first, metrics_address->second);
-  if (!status.ok()) return Fail(status);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -200,8 +211,7 @@ int Run(int argc, char** argv) {
   while (service.in_flight() > 0 && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(20));
   scheduler.Stop();  // cancels what is left; their final events end the streams
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
-  (*metrics)->StopPump();
-  metrics_server.Stop();
+  std::move(stop_metrics).Invoke();
   std::fprintf(stderr, "polar-worker: stopped\n");
   return 0;
 }

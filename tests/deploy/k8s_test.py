@@ -301,6 +301,8 @@ def check_objects(c, objects, overlay):
     m = re.fullmatch(r"dns:///([^:/]+):([0-9]+)", gflags.get("workers", ""))
     if c.check(m is not None, "gateway --workers is dns:///NAME:PORT", gflags.get("workers")):
         host, port = m.group(1), int(m.group(2))
+        c.check(host.endswith("."), f"gateway --workers host {host} is fully qualified (no search-domain lookups)")
+        host = host.rstrip(".")
         domain = host.split(".svc.", 1)[1] if ".svc." in host else ""
         c.check(host == f"polar-worker.{worker['metadata']['namespace']}.svc.{domain}" and domain,
                 f"gateway --workers host {host} is Service polar-worker in namespace "
@@ -341,6 +343,9 @@ def check_deployment(c, dep, labels, objs):
     for ctr in pod["containers"] + (pod.get("initContainers") or []):
         cname = f"{name} container {ctr['name']}"
         c.check(bool(ctr.get("image")), f"{cname} has an image")
+        # A `:latest` tag without a policy means Always: a locally loaded
+        # image (kind, minikube) would be pulled from a registry instead.
+        c.check(ctr.get("imagePullPolicy") == "IfNotPresent", f"{cname} pulls its image only if not present")
         for probe in ("readinessProbe", "livenessProbe"):
             c.check(probe in ctr, f"{cname} has a {probe}")
         res = ctr.get("resources") or {}
@@ -395,6 +400,7 @@ def check_worker(c, dep, flags, objs, overlay):
     pre_stop = pre_stop_seconds(ctr)
     # The worker drains for --drain-grace-seconds, then takes up to 2 s to
     # shut its server down (services/worker/main.cc).
+    c.check(pre_stop > 0, f"worker preStop waits {pre_stop:g} s for gateways to drop it from DNS")
     c.check(tgp > pre_stop + grace + 2,
             f"worker terminationGracePeriodSeconds {tgp} > preStop {pre_stop} s + drain grace {grace:g} s + 2 s")
     mounts = {m["mountPath"]: m for m in ctr.get("volumeMounts") or []}
@@ -787,6 +793,10 @@ def main():
         validate_schemas(c, objects, args.overlay)
         loader = [o for o in yaml.safe_load_all((K8S / "tools/model-loader.yaml").read_text()) if o]
         validate_schemas(c, loader, "k8s/tools/model-loader.yaml")
+        for pod in loader:
+            for ctr in pod["spec"]["containers"]:
+                c.check(ctr.get("imagePullPolicy") == "IfNotPresent",
+                        f"model-loader container {ctr['name']} pulls its image only if not present")
         check_objects(c, objects, args.overlay)
     elif args.command == "rules":
         cmd_rules(c)

@@ -631,7 +631,13 @@ TEST(GatewayDnsDiscoveryTest, SeveralARecordsAreSeveralWorkersAndChangesArePicke
     ASSERT_TRUE(StartWorker(port, &workers[w], {}, ips.back()));
   }
   Gateway gateway;
-  ASSERT_TRUE(StartGateway(absl::StrCat("dns:///", name, ":", port),
+  // Fully qualified (trailing dot), as k8s/base/gateway-deployment.yaml
+  // writes it: no search-domain lookups first.
+  absl::StatusOr<std::vector<std::string>> absolute =
+      ResolveAllAddresses(name + ".", port_text, dns_server, absl::Seconds(2));
+  ASSERT_TRUE(absolute.ok()) << absolute.status();
+  EXPECT_EQ(*absolute, *resolved);
+  ASSERT_TRUE(StartGateway(absl::StrCat("dns:///", name, ".:", port),
                            {"--dns-server", dns_server, "--dns-refresh-seconds", "0.5", "--max-batch", "1"}, 1,
                            &gateway));
   auto stub = GatewayStub(gateway.grpc_address);

@@ -3,8 +3,19 @@
 // exactly ModelRunner::Generate's tokens (greedy and seeded), that Cancel and
 // a client-side cancel free the KV blocks, that a malformed request is
 // refused without hurting the worker, that model info carries the tokenizer,
-// that WatchLoad streams reports, that /metrics exports the documented names, and that SIGTERM lets an
+// that WatchLoad streams reports, that /metrics exports the documented names
+// (and answers while the model still loads), and that SIGTERM lets an
 // in-flight request finish and exits 0.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
 #include <random>
 
 #include <httplib.h>
@@ -397,6 +408,74 @@ TEST_F(WorkerTest, SigtermFinishesInFlightWorkAndExitsZero) {
   EXPECT_EQ(got["inflight"].tokens.size(), static_cast<size_t>(kTokens));
   EXPECT_EQ(got["inflight"].final_update.finish_reason(), v1::FINISH_REASON_LENGTH);
   EXPECT_EQ(exit_code_, 0);
+}
+
+// /metrics answers while the model is still loading, so a failed scrape
+// means a dead worker, not a slow load (the PolarWorkerDown alert). The load
+// is held open by a model directory whose config.json is a FIFO: reading it
+// blocks until the test writes; an invalid config then ends the worker with
+// an error, not a crash.
+TEST(WorkerStartupTest, MetricsAnswerBeforeTheModelHasLoaded) {
+  const std::string dir = (std::filesystem::temp_directory_path() /
+                           absl::StrCat("polar-worker-loading-", getpid())).string();
+  std::filesystem::remove_all(dir);
+  ASSERT_TRUE(std::filesystem::create_directories(dir));
+  const std::string config = dir + "/config.json";
+  ASSERT_EQ(mkfifo(config.c_str(), 0600), 0) << std::strerror(errno);
+  const int metrics_port = [] {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof(address);
+    int port = 0;
+    if (bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0 &&
+        getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0) {
+      port = ntohs(address.sin_port);
+    }
+    close(fd);
+    return port;
+  }();
+  ASSERT_GT(metrics_port, 0);
+  std::vector<std::string> argv = {std::string(POLAR_BIN_DIR) + "/polar-worker", "--model", dir, "--listen",
+                                   "127.0.0.1:0", "--metrics-listen", absl::StrCat("127.0.0.1:", metrics_port)};
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    std::vector<char*> args;
+    for (std::string& a : argv) args.push_back(a.data());
+    args.push_back(nullptr);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  httplib::Client client("127.0.0.1", metrics_port);
+  client.set_connection_timeout(1);
+  std::string body;
+  for (int i = 0; i < 200 && body.empty(); ++i) {
+    if (httplib::Result result = client.Get("/metrics"); result && result->status == 200) {
+      body = result->body;
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+  EXPECT_NE(body.find("polar_build_info{version="), std::string::npos) << "no /metrics while loading: " << body;
+  EXPECT_EQ(waitpid(pid, nullptr, WNOHANG), 0) << "the worker did not wait for its model";
+  {
+    std::ofstream fifo(config);  // unblocks the reader
+    fifo << "{}";
+  }
+  int status = 0;
+  for (int i = 0; i < 200 && waitpid(pid, &status, WNOHANG) == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  if (waitpid(pid, &status, WNOHANG) == 0) {
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    ADD_FAILURE() << "the worker did not exit after an invalid config";
+  }
+  EXPECT_TRUE(WIFEXITED(status)) << "the worker crashed on an invalid config";
+  EXPECT_EQ(WEXITSTATUS(status), 1);
+  std::filesystem::remove_all(dir);
 }
 
 TEST(WorkerNoTokenizerTest, ServesIdsAndAnswersNotFoundForTheTokenizer) {
