@@ -268,6 +268,14 @@ def check_objects(c, objects, overlay):
         check_deployment(c, dep, labels, objs)
     worker_pod, gateway_pod = worker["spec"]["template"]["spec"], gateway["spec"]["template"]["spec"]
     wflags, gflags = flags_of(expanded_args(worker, objs)), flags_of(expanded_args(gateway, objs))
+    # A flag renamed or misspelled in a manifest fails here, plainly, rather
+    # than as a KeyError in the checks that read it.
+    missing = [f"worker --{n}" for n in ("listen", "metrics-listen", "model", "drain-grace-seconds", "threads",
+                                         "kv-cache-bytes", "max-batch-tokens", "max-num-seqs") if n not in wflags]
+    missing += [f"gateway --{n}" for n in ("listen", "metrics-listen", "workers", "drain-grace-seconds")
+                if n not in gflags]
+    if not c.check(not missing, "the Deployments pass every flag these checks read", ", ".join(missing)):
+        return
     check_worker(c, worker, wflags, objs, overlay)
     check_gateway(c, gateway, gflags, objs)
 
