@@ -24,7 +24,6 @@
 //       [--splits FC1,FC2]   (force the reduction splits of the Polar kernels; 0 = automatic)
 //       [--tile-rows 64|128] (force the Polar kernels' output rows per CTA; 0 = automatic)
 #include <cublasLt.h>
-#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -32,15 +31,15 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
-#include <functional>
 #include <numeric>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "kernels/cuda/gather_mlp.h"
 
+namespace polar::bench {
 namespace {
 
 using polar::kernels::cuda::GatherMlp;
@@ -51,63 +50,13 @@ using polar::kernels::cuda::GatherMlpParams;
 using polar::kernels::cuda::GatherMlpWorkspaceBytes;
 using polar::kernels::cuda::MlpDtype;
 
-void Check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) {
-    std::fprintf(stderr, "CUDA error %s: %s\n", what, cudaGetErrorString(e));
-    std::exit(1);
-  }
-}
 void CheckLt(cublasStatus_t s, const char* what) {
   if (s != CUBLAS_STATUS_SUCCESS) {
     std::fprintf(stderr, "cuBLASLt error %s: %d\n", what, static_cast<int>(s));
     std::exit(1);
   }
 }
-#define CHECK(expr) Check((expr), #expr)
 #define CHECK_LT(expr) CheckLt((expr), #expr)
-
-// Random 16-bit floats in [-scale, scale) from a counter hash: fast to fill
-// GBs, and never zeros.
-__global__ void FillRandom(uint16_t* out, size_t n, uint64_t seed, bool bf16, float scale) {
-  for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n; i += size_t{gridDim.x} * blockDim.x) {
-    uint64_t x = (i + 1) * 0x9E3779B97F4A7C15ull ^ seed;
-    x ^= x >> 31;
-    x *= 0xBF58476D1CE4E5B9ull;
-    x ^= x >> 29;
-    const float u = ((static_cast<float>(x >> 40) + 0.5f) * (2.0f / 16777216.0f) - 1.0f) * scale;
-    uint16_t bits;
-    if (bf16) {
-      uint32_t f;
-      std::memcpy(&f, &u, 4);
-      bits = static_cast<uint16_t>(f >> 16);
-    } else {
-      const __half h = __float2half_rn(u);
-      std::memcpy(&bits, &h, 2);
-    }
-    out[i] = bits;
-  }
-}
-
-void* Random16(size_t elems, uint64_t seed, bool bf16, float scale) {
-  void* p = nullptr;
-  CHECK(cudaMalloc(&p, std::max<size_t>(elems, 128) * 2));
-  FillRandom<<<1024, 256>>>(static_cast<uint16_t*>(p), elems, seed, bf16, scale);
-  CHECK(cudaGetLastError());
-  return p;
-}
-
-template <typename T>
-T* Upload(const std::vector<T>& v) {
-  T* d = nullptr;
-  CHECK(cudaMalloc(&d, std::max<size_t>(1, v.size()) * sizeof(T)));
-  if (!v.empty()) CHECK(cudaMemcpy(d, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
-  return d;
-}
-
-double Median(std::vector<float> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 struct Options {
   MlpDtype dtype = MlpDtype::kFp16;
@@ -117,80 +66,10 @@ struct Options {
   int warmup = 10, iters = 50;
   int fc1_splits = 0, fc2_splits = 0;
   int tile_rows = 0;
+
+  // 3 graph replays of warm-up, the median of the next 9 (the header says so).
+  TimingRuns runs() const { return {warmup, iters, 3, 9}; }
 };
-
-double CopyBandwidth() {
-  const size_t bytes = size_t{2} << 30;
-  void *a = nullptr, *b = nullptr;
-  CHECK(cudaMalloc(&a, bytes));
-  CHECK(cudaMalloc(&b, bytes));
-  CHECK(cudaMemset(a, 1, bytes));
-  cudaEvent_t start, stop;
-  CHECK(cudaEventCreate(&start));
-  CHECK(cudaEventCreate(&stop));
-  std::vector<float> ms;
-  for (int i = 0; i < 25; ++i) {
-    CHECK(cudaEventRecord(start));
-    CHECK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice));
-    CHECK(cudaEventRecord(stop));
-    CHECK(cudaEventSynchronize(stop));
-    float t = 0;
-    CHECK(cudaEventElapsedTime(&t, start, stop));
-    if (i >= 5) ms.push_back(t);
-  }
-  CHECK(cudaEventDestroy(start));
-  CHECK(cudaEventDestroy(stop));
-  CHECK(cudaFree(a));
-  CHECK(cudaFree(b));
-  return 2.0 * bytes / (Median(ms) * 1e-3);
-}
-
-// Median single-launch time and graph time per launch, in microseconds, of
-// launch(i) for i = 0, 1, ... (each call picks its own rotation).
-struct Timing {
-  double launch_us, graph_us;
-};
-
-Timing Time(const Options& o, const std::function<void(int, cudaStream_t)>& launch) {
-  cudaStream_t stream;
-  CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  cudaEvent_t start, stop;
-  CHECK(cudaEventCreate(&start));
-  CHECK(cudaEventCreate(&stop));
-  std::vector<float> ms;
-  for (int i = 0; i < o.warmup + o.iters; ++i) {
-    CHECK(cudaEventRecord(start, stream));
-    launch(i, stream);
-    CHECK(cudaEventRecord(stop, stream));
-    CHECK(cudaEventSynchronize(stop));
-    float t = 0;
-    CHECK(cudaEventElapsedTime(&t, start, stop));
-    if (i >= o.warmup) ms.push_back(t);
-  }
-  constexpr int kGraphLaunches = 16;
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
-  CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  for (int i = 0; i < kGraphLaunches; ++i) launch(i, stream);
-  CHECK(cudaStreamEndCapture(stream, &graph));
-  CHECK(cudaGraphInstantiate(&exec, graph, 0));
-  std::vector<float> graph_ms;
-  for (int i = 0; i < 3 + 9; ++i) {
-    CHECK(cudaEventRecord(start, stream));
-    CHECK(cudaGraphLaunch(exec, stream));
-    CHECK(cudaEventRecord(stop, stream));
-    CHECK(cudaEventSynchronize(stop));
-    float t = 0;
-    CHECK(cudaEventElapsedTime(&t, start, stop));
-    if (i >= 3) graph_ms.push_back(t / kGraphLaunches);
-  }
-  CHECK(cudaGraphExecDestroy(exec));
-  CHECK(cudaGraphDestroy(graph));
-  CHECK(cudaEventDestroy(start));
-  CHECK(cudaEventDestroy(stop));
-  CHECK(cudaStreamDestroy(stream));
-  return {Median(ms) * 1e3, Median(graph_ms) * 1e3};
-}
 
 // One copy of the MLP's weights.
 struct Weights {
@@ -248,7 +127,7 @@ class CublasDenseMlp {
       double best = 1e30;
       for (int i = 0; i < found; ++i) {
         algo_[gemm] = results[i].algo;
-        const Timing t = Time(o_, [&](int j, cudaStream_t s) {
+        const Timing t = Time(o_.runs(), [&](int j, cudaStream_t s) {
           RunGemm(gemm, sets[j % sets.size()], xs[j % xs.size()], h, y, s);
         });
         if (t.launch_us < best) {
@@ -307,7 +186,7 @@ void RunBatch(const Options& o, int rows, const std::vector<Weights>& sets, doub
 
   CublasDenseMlp cublas(o, rows, cublas_ws, cublas_ws_bytes);
   cublas.Tune(sets, xs, h, y);
-  const Timing dense = Time(o, [&](int i, cudaStream_t s) {
+  const Timing dense = Time(o.runs(), [&](int i, cudaStream_t s) {
     cublas.Run(sets[i % sets.size()], xs[i % kInputs], h, y, s);
   });
   const double dense_bytes = 2.0 * o.ffn * o.hidden * 2;
@@ -359,24 +238,20 @@ void RunBatch(const Options& o, int rows, const std::vector<Weights>& sets, doub
       p.b2 = w.b2;
       p.indices = dense_k ? nullptr : selections[(i / sets.size()) % kSelections];
     };
-    const Timing pair = Time(o, [&](int i, cudaStream_t s) {
+    const Timing pair = Time(o.runs(), [&](int i, cudaStream_t s) {
       use(i);
       CHECK(GatherMlp(p, ws, ws_bytes, s));
     });
-    const Timing fc1 = Time(o, [&](int i, cudaStream_t s) {
+    const Timing fc1 = Time(o.runs(), [&](int i, cudaStream_t s) {
       use(i);
       CHECK(GatherMlpFc1Relu(p, ws, ws_bytes, s));
     });
-    const Timing fc2 = Time(o, [&](int i, cudaStream_t s) {
+    const Timing fc2 = Time(o.runs(), [&](int i, cudaStream_t s) {
       use(i);
       CHECK(GatherMlpFc2(p, ws, ws_bytes, s));
     });
-    // Sanity: the last output holds no NaN/inf (correctness is the tests' job).
-    std::vector<uint16_t> host(size_t(rows) * o.hidden);
-    CHECK(cudaMemcpy(host.data(), y, host.size() * 2, cudaMemcpyDeviceToHost));
-    const size_t bad = std::count_if(host.begin(), host.end(), [&](uint16_t b) {
-      return bf16 ? (b & 0x7f80) == 0x7f80 : (b & 0x7c00) == 0x7c00;
-    });
+    // Sanity: the last output holds no NaN/inf.
+    const size_t bad = CountNonFinite16(y, size_t(rows) * o.hidden, bf16);
     const double d = double(k) / o.ffn;
     const double target = 1.25 * d * dense.launch_us + 5.0, graph_target = 1.25 * d * dense.graph_us + 5.0;
     const double bytes = 2.0 * k * o.hidden * 2;
@@ -397,36 +272,17 @@ void RunBatch(const Options& o, int rows, const std::vector<Weights>& sets, doub
   CHECK(cudaFree(cublas_ws));
 }
 
-std::vector<std::string> SplitCommas(const std::string& text) {
-  std::vector<std::string> parts;
-  for (size_t pos = 0; pos <= text.size();) {
-    size_t comma = text.find(',', pos);
-    if (comma == std::string::npos) comma = text.size();
-    parts.push_back(text.substr(pos, comma - pos));
-    pos = comma + 1;
-  }
-  return parts;
-}
-
 Options ParseArgs(int argc, char** argv) {
   Options o;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "%s needs a value\n", arg.c_str());
-        std::exit(2);
-      }
-      return argv[++i];
-    };
+    auto value = [&] { return FlagValue(argc, argv, &i); };
     if (arg == "--dtype") {
       o.dtype = value() == "bf16" ? MlpDtype::kBf16 : MlpDtype::kFp16;
     } else if (arg == "--batches") {
-      o.batches.clear();
-      for (const std::string& part : SplitCommas(value())) o.batches.push_back(std::atoi(part.c_str()));
+      o.batches = ParseInts(value());
     } else if (arg == "--densities") {
-      o.densities.clear();
-      for (const std::string& part : SplitCommas(value())) o.densities.push_back(std::atof(part.c_str()));
+      o.densities = ParseDoubles(value());
     } else if (arg == "--hidden") {
       o.hidden = std::atoi(value().c_str());
     } else if (arg == "--ffn") {
@@ -442,20 +298,17 @@ Options ParseArgs(int argc, char** argv) {
       o.fc1_splits = std::atoi(parts[0].c_str());
       o.fc2_splits = parts.size() > 1 ? std::atoi(parts[1].c_str()) : 0;
     } else {
-      std::fprintf(stderr, "unknown argument %s\n", arg.c_str());
-      std::exit(2);
+      UnknownArgument(arg);
     }
   }
   return o;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int Main(int argc, char** argv) {
   const Options o = ParseArgs(argc, argv);
   cudaDeviceProp prop;
   CHECK(cudaGetDeviceProperties(&prop, 0));
-  const double copy_bw = CopyBandwidth();
+  const double copy_bw = CopyBandwidth(5, 20);
   const bool bf16 = o.dtype == MlpDtype::kBf16;
   // Weight copies: >= 1 GiB and >= 20x L2 in all.
   const double set_bytes = 2.0 * o.ffn * o.hidden * 2;
@@ -490,3 +343,8 @@ int main(int argc, char** argv) {
   }
   return 0;
 }
+
+}  // namespace
+}  // namespace polar::bench
+
+int main(int argc, char** argv) { return polar::bench::Main(argc, argv); }

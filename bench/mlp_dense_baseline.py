@@ -18,20 +18,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-
-def median_ms(fn, warmup, iters):
-    times = []
-    for i in range(warmup + iters):
-        start = torch.cuda.Event(enable_timing=True)
-        stop = torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn(i)
-        stop.record()
-        stop.synchronize()
-        if i >= warmup:
-            times.append(start.elapsed_time(stop))
-    times.sort()
-    return times[len(times) // 2]
+from torch_timing import median_ms  # beside this script: python3 puts bench/ on the path
 
 
 def main():

@@ -21,7 +21,6 @@
 //       [--ordered-pages]   (block tables in order: contiguous pages, for comparison)
 //       [--kv-gap-kb N]     (K and V in one allocation, V starting N KiB after K ends;
 //                            default: two separate allocations)
-#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -29,14 +28,15 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <numeric>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "kernels/cuda/paged_decode_attention.h"
 
+namespace polar::bench {
 namespace {
 
 using polar::kernels::cuda::AttentionDtype;
@@ -44,55 +44,6 @@ using polar::kernels::cuda::KvLayout;
 using polar::kernels::cuda::PagedDecodeAttention;
 using polar::kernels::cuda::PagedDecodeAttentionParams;
 using polar::kernels::cuda::PagedDecodeAttentionWorkspaceBytes;
-
-void Check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) {
-    std::fprintf(stderr, "CUDA error %s: %s\n", what, cudaGetErrorString(e));
-    std::exit(1);
-  }
-}
-#define CHECK(expr) Check((expr), #expr)
-
-// Random 16-bit floats in [-1, 1) from a counter hash: fast to fill tens of
-// GB, and never zeros.
-__global__ void FillRandom(uint16_t* out, size_t n, uint64_t seed, bool bf16) {
-  for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n;
-       i += size_t{gridDim.x} * blockDim.x) {
-    uint64_t x = (i + 1) * 0x9E3779B97F4A7C15ull ^ seed;
-    x ^= x >> 31;
-    x *= 0xBF58476D1CE4E5B9ull;
-    x ^= x >> 29;
-    const float u = static_cast<float>(x >> 40) * (2.0f / 16777216.0f) - 1.0f;
-    uint16_t bits;
-    if (bf16) {
-      uint32_t f;
-      std::memcpy(&f, &u, 4);
-      bits = static_cast<uint16_t>(f >> 16);
-    } else {
-      const __half h = __float2half_rn(u);
-      std::memcpy(&bits, &h, 2);
-    }
-    out[i] = bits;
-  }
-}
-
-void Fill(void* p, size_t elems, uint64_t seed, bool bf16) {
-  FillRandom<<<1024, 256>>>(static_cast<uint16_t*>(p), elems, seed, bf16);
-  CHECK(cudaGetLastError());
-}
-
-template <typename T>
-T* Upload(const std::vector<T>& v) {
-  T* d = nullptr;
-  CHECK(cudaMalloc(&d, std::max<size_t>(1, v.size()) * sizeof(T)));
-  if (!v.empty()) CHECK(cudaMemcpy(d, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
-  return d;
-}
-
-double Median(std::vector<float> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 struct Options {
   AttentionDtype dtype = AttentionDtype::kFp16;
@@ -107,34 +58,10 @@ struct Options {
   bool paper_point = true;
   bool ordered_pages = false;
   long kv_gap_kb = -1;  // < 0: separate allocations
-};
 
-// Device-to-device copy bandwidth, counting bytes read plus bytes written.
-double CopyBandwidth(const Options& o) {
-  const size_t bytes = size_t{2} << 30;
-  void *a = nullptr, *b = nullptr;
-  CHECK(cudaMalloc(&a, bytes));
-  CHECK(cudaMalloc(&b, bytes));
-  CHECK(cudaMemset(a, 1, bytes));
-  cudaEvent_t start, stop;
-  CHECK(cudaEventCreate(&start));
-  CHECK(cudaEventCreate(&stop));
-  std::vector<float> ms;
-  for (int i = 0; i < o.warmup + o.iters; ++i) {
-    CHECK(cudaEventRecord(start));
-    CHECK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice));
-    CHECK(cudaEventRecord(stop));
-    CHECK(cudaEventSynchronize(stop));
-    float t = 0;
-    CHECK(cudaEventElapsedTime(&t, start, stop));
-    if (i >= o.warmup) ms.push_back(t);
-  }
-  CHECK(cudaEventDestroy(start));
-  CHECK(cudaEventDestroy(stop));
-  CHECK(cudaFree(a));
-  CHECK(cudaFree(b));
-  return 2.0 * bytes / (Median(ms) * 1e-3);
-}
+  // 2 graph replays of warm-up, the median of the next 7 (the header says so).
+  TimingRuns runs() const { return {warmup, iters, 2, 7}; }
+};
 
 struct Model {
   const char* name;
@@ -190,8 +117,8 @@ void RunShape(const Options& o, const Model& m, int batch, int context, double c
       kv[i].k = kv[i].base;
       kv[i].v = static_cast<char*>(kv[i].base) + cache_elems * 2 + gap;
     }
-    Fill(kv[i].k, cache_elems, 1000 + 2 * i, bf16);
-    Fill(kv[i].v, cache_elems, 1001 + 2 * i, bf16);
+    FillRandom16(kv[i].k, cache_elems, 1000 + 2 * i, bf16, 1.0f);
+    FillRandom16(kv[i].v, cache_elems, 1001 + 2 * i, bf16, 1.0f);
     std::vector<int32_t> ids(num_blocks);
     std::iota(ids.begin(), ids.end(), 0);
     if (!o.ordered_pages) std::shuffle(ids.begin(), ids.end(), rng);
@@ -203,7 +130,7 @@ void RunShape(const Options& o, const Model& m, int batch, int context, double c
   const size_t q_elems = size_t(batch) * m.num_q_heads * m.head_dim;
   CHECK(cudaMalloc(&q, q_elems * 2));
   CHECK(cudaMalloc(&out, q_elems * 2));
-  Fill(q, q_elems, 7, bf16);
+  FillRandom16(q, q_elems, 7, bf16, 1.0f);
 
   PagedDecodeAttentionParams p;
   p.dtype = o.dtype;
@@ -222,11 +149,6 @@ void RunShape(const Options& o, const Model& m, int batch, int context, double c
   CHECK(PagedDecodeAttentionWorkspaceBytes(p, &ws_bytes));
   void* ws = nullptr;
   CHECK(cudaMalloc(&ws, ws_bytes));
-  cudaEvent_t start, stop;
-  CHECK(cudaEventCreate(&start));
-  CHECK(cudaEventCreate(&stop));
-  cudaStream_t capture_stream;
-  CHECK(cudaStreamCreateWithFlags(&capture_stream, cudaStreamNonBlocking));
 
   double dense_us = 0.0, dense_graph_us = 0.0;
   int last_groups = -1;
@@ -260,50 +182,13 @@ void RunShape(const Options& o, const Model& m, int batch, int context, double c
       p.group_indptr = dense ? nullptr : selections[(i / sets) % kSelections].indptr;
       p.group_indices = dense ? nullptr : selections[(i / sets) % kSelections].indices;
     };
-    std::vector<float> ms;
-    for (int i = 0; i < o.warmup + o.iters; ++i) {
+    const Timing t = Time(o.runs(), [&](int i, cudaStream_t stream) {
       use_variant(i);
-      CHECK(cudaEventRecord(start));
-      CHECK(PagedDecodeAttention(p, ws, ws_bytes, nullptr));
-      CHECK(cudaEventRecord(stop));
-      CHECK(cudaEventSynchronize(stop));
-      float t = 0;
-      CHECK(cudaEventElapsedTime(&t, start, stop));
-      if (i >= o.warmup) ms.push_back(t);
-    }
-    // Sanity: the last output holds no NaN/inf (correctness is the tests' job).
-    std::vector<uint16_t> host(q_elems);
-    CHECK(cudaMemcpy(host.data(), out, q_elems * 2, cudaMemcpyDeviceToHost));
-    const size_t bad = std::count_if(host.begin(), host.end(), [&](uint16_t b) {
-      return bf16 ? (b & 0x7f80) == 0x7f80 : (b & 0x7c00) == 0x7c00;
+      CHECK(PagedDecodeAttention(p, ws, ws_bytes, stream));
     });
-    // The same launches captured in a CUDA graph, as the engine's decode step
-    // runs them: the time per launch without host launch cost.
-    constexpr int kGraphLaunches = 16;
-    cudaGraph_t graph;
-    cudaGraphExec_t graph_exec;
-    CHECK(cudaStreamBeginCapture(capture_stream, cudaStreamCaptureModeThreadLocal));
-    for (int i = 0; i < kGraphLaunches; ++i) {
-      use_variant(i);
-      CHECK(PagedDecodeAttention(p, ws, ws_bytes, capture_stream));
-    }
-    CHECK(cudaStreamEndCapture(capture_stream, &graph));
-    CHECK(cudaGraphInstantiate(&graph_exec, graph, 0));
-    std::vector<float> graph_ms;
-    for (int i = 0; i < 2 + 7; ++i) {
-      CHECK(cudaEventRecord(start, capture_stream));
-      CHECK(cudaGraphLaunch(graph_exec, capture_stream));
-      CHECK(cudaEventRecord(stop, capture_stream));
-      CHECK(cudaEventSynchronize(stop));
-      float t = 0;
-      CHECK(cudaEventElapsedTime(&t, start, stop));
-      if (i >= 2) graph_ms.push_back(t / kGraphLaunches);
-    }
-    CHECK(cudaGraphExecDestroy(graph_exec));
-    CHECK(cudaGraphDestroy(graph));
-
-    const double us = Median(ms) * 1e3;
-    const double graph_us = Median(graph_ms) * 1e3;
+    // Sanity: the last output holds no NaN/inf.
+    const size_t bad = CountNonFinite16(out, q_elems, bf16);
+    const double us = t.launch_us, graph_us = t.graph_us;
     const double eff_density = double(groups) / m.num_kv_heads;
     const double bytes_read = kv_bytes * eff_density;
     const double gbps = bytes_read / (graph_us * 1e-6) / 1e9;
@@ -331,9 +216,6 @@ void RunShape(const Options& o, const Model& m, int batch, int context, double c
       CHECK(cudaFree(sel.indices));
     }
   }
-  CHECK(cudaEventDestroy(start));
-  CHECK(cudaEventDestroy(stop));
-  CHECK(cudaStreamDestroy(capture_stream));
   for (KvSet& set : kv) {
     if (set.base != nullptr) {
       CHECK(cudaFree(set.base));
@@ -350,34 +232,11 @@ void RunShape(const Options& o, const Model& m, int batch, int context, double c
   CHECK(cudaFree(ws));
 }
 
-// "a,b,c" -> {"a", "b", "c"}
-std::vector<std::string> SplitCommas(const std::string& text) {
-  std::vector<std::string> parts;
-  for (size_t pos = 0; pos <= text.size();) {
-    size_t comma = text.find(',', pos);
-    if (comma == std::string::npos) comma = text.size();
-    parts.push_back(text.substr(pos, comma - pos));
-    pos = comma + 1;
-  }
-  return parts;
-}
-
 Options ParseArgs(int argc, char** argv) {
   Options o;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "%s needs a value\n", arg.c_str());
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    auto ints = [&] {
-      std::vector<int> list;
-      for (const std::string& part : SplitCommas(value())) list.push_back(std::atoi(part.c_str()));
-      return list;
-    };
+    auto value = [&] { return FlagValue(argc, argv, &i); };
     if (arg == "--dtype") {
       o.dtype = value() == "bf16" ? AttentionDtype::kBf16 : AttentionDtype::kFp16;
     } else if (arg == "--layout") {
@@ -385,12 +244,11 @@ Options ParseArgs(int argc, char** argv) {
     } else if (arg == "--only") {
       o.only = value();
     } else if (arg == "--batches") {
-      o.batches = ints();
+      o.batches = ParseInts(value());
     } else if (arg == "--contexts") {
-      o.contexts = ints();
+      o.contexts = ParseInts(value());
     } else if (arg == "--densities") {
-      o.densities.clear();
-      for (const std::string& part : SplitCommas(value())) o.densities.push_back(std::atof(part.c_str()));
+      o.densities = ParseDoubles(value());
     } else if (arg == "--no-paper-point") {
       o.paper_point = false;
     } else if (arg == "--ordered-pages") {
@@ -404,20 +262,17 @@ Options ParseArgs(int argc, char** argv) {
     } else if (arg == "--iters") {
       o.iters = std::atoi(value().c_str());
     } else {
-      std::fprintf(stderr, "unknown argument %s\n", arg.c_str());
-      std::exit(2);
+      UnknownArgument(arg);
     }
   }
   return o;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int Main(int argc, char** argv) {
   const Options o = ParseArgs(argc, argv);
   cudaDeviceProp prop;
   CHECK(cudaGetDeviceProperties(&prop, 0));
-  const double copy_bw = CopyBandwidth(o);
+  const double copy_bw = CopyBandwidth(o.warmup, o.iters);
   std::printf("device: %s, %d SMs, L2 %.0f MB, %.1f GB; dtype %s, KV layout %s, block size %d, "
               "%d warm-up + %d timed launches (median); graph: 16 launches per replay, median of 7%s%s\n",
               prop.name, prop.multiProcessorCount, prop.l2CacheSize / 1e6, prop.totalGlobalMem / 1e9,
@@ -446,3 +301,8 @@ int main(int argc, char** argv) {
   }
   return 0;
 }
+
+}  // namespace
+}  // namespace polar::bench
+
+int main(int argc, char** argv) { return polar::bench::Main(argc, argv); }

@@ -9,7 +9,6 @@
 // weights) so L2 holds nothing useful from the launch before.
 //
 //   router_topk_bench [--batches 16,64,128] [--warmup 20] [--iters 100]
-#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -17,13 +16,13 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
-#include <functional>
 #include <string>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "kernels/cuda/router_topk.h"
 
+namespace polar::bench {
 namespace {
 
 using polar::kernels::cuda::CreateRouterScoresPlan;
@@ -35,96 +34,13 @@ using polar::kernels::cuda::RouterScores;
 using polar::kernels::cuda::RouterScoresPlan;
 using polar::kernels::cuda::SelectHeadGroupsTopK;
 
-void Check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) {
-    std::fprintf(stderr, "CUDA error %s: %s\n", what, cudaGetErrorString(e));
-    std::exit(1);
-  }
-}
-#define CHECK(expr) Check((expr), #expr)
-
-__global__ void FillRandom(uint16_t* out, size_t n, uint64_t seed, float scale) {
-  for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n; i += size_t{gridDim.x} * blockDim.x) {
-    uint64_t x = (i + 1) * 0x9E3779B97F4A7C15ull ^ seed;
-    x ^= x >> 31;
-    x *= 0xBF58476D1CE4E5B9ull;
-    x ^= x >> 29;
-    const float u = ((static_cast<float>(x >> 40) + 0.5f) * (2.0f / 16777216.0f) - 1.0f) * scale;
-    const __half h = __float2half_rn(u);
-    std::memcpy(&out[i], &h, 2);
-  }
-}
-
-void* RandomHalf(size_t elems, uint64_t seed, float scale) {
-  void* p = nullptr;
-  CHECK(cudaMalloc(&p, elems * 2));
-  FillRandom<<<256, 256>>>(static_cast<uint16_t*>(p), elems, seed, scale);
-  CHECK(cudaGetLastError());
-  return p;
-}
-
-template <typename T>
-T* Upload(const std::vector<T>& v) {
-  T* d = nullptr;
-  CHECK(cudaMalloc(&d, std::max<size_t>(1, v.size()) * sizeof(T)));
-  if (!v.empty()) CHECK(cudaMemcpy(d, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
-  return d;
-}
-
-double Median(std::vector<float> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
 struct Options {
   std::vector<int> batches = {16, 64, 128};
   int warmup = 20, iters = 100;
-};
 
-struct Timing {
-  double launch_us, graph_us;
+  // 3 graph replays of warm-up, the median of the next 15 (the header says so).
+  TimingRuns runs() const { return {warmup, iters, 3, 15}; }
 };
-
-Timing Time(const Options& o, const std::function<void(int, cudaStream_t)>& launch) {
-  cudaStream_t stream;
-  CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  cudaEvent_t start, stop;
-  CHECK(cudaEventCreate(&start));
-  CHECK(cudaEventCreate(&stop));
-  std::vector<float> ms;
-  for (int i = 0; i < o.warmup + o.iters; ++i) {
-    CHECK(cudaEventRecord(start, stream));
-    launch(i, stream);
-    CHECK(cudaEventRecord(stop, stream));
-    CHECK(cudaEventSynchronize(stop));
-    float t = 0;
-    CHECK(cudaEventElapsedTime(&t, start, stop));
-    if (i >= o.warmup) ms.push_back(t);
-  }
-  constexpr int kGraphLaunches = 16;
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
-  CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  for (int i = 0; i < kGraphLaunches; ++i) launch(i, stream);
-  CHECK(cudaStreamEndCapture(stream, &graph));
-  CHECK(cudaGraphInstantiate(&exec, graph, 0));
-  std::vector<float> graph_ms;
-  for (int i = 0; i < 3 + 15; ++i) {
-    CHECK(cudaEventRecord(start, stream));
-    CHECK(cudaGraphLaunch(exec, stream));
-    CHECK(cudaEventRecord(stop, stream));
-    CHECK(cudaEventSynchronize(stop));
-    float t = 0;
-    CHECK(cudaEventElapsedTime(&t, start, stop));
-    if (i >= 3) graph_ms.push_back(t / kGraphLaunches);
-  }
-  CHECK(cudaGraphExecDestroy(exec));
-  CHECK(cudaGraphDestroy(graph));
-  CHECK(cudaEventDestroy(start));
-  CHECK(cudaEventDestroy(stop));
-  CHECK(cudaStreamDestroy(stream));
-  return {Median(ms) * 1e3, Median(graph_ms) * 1e3};
-}
 
 struct Model {
   const char* name;
@@ -135,8 +51,8 @@ void RunShape(const Options& o, const Model& m, int batch, size_t l2_bytes) {
   const size_t w_bytes = size_t(m.heads) * m.hidden * 2;
   const int copies = static_cast<int>(std::max<size_t>(8, (2 * l2_bytes + w_bytes - 1) / w_bytes));
   std::vector<void*> ws, xs;
-  for (int i = 0; i < copies; ++i) ws.push_back(RandomHalf(size_t(m.heads) * m.hidden, 100 + i, 0.02f));
-  for (int i = 0; i < 8; ++i) xs.push_back(RandomHalf(size_t(batch) * m.hidden, 900 + i, 1.0f));
+  for (int i = 0; i < copies; ++i) ws.push_back(Random16(size_t(m.heads) * m.hidden, 100 + i, /*bf16=*/false, 0.02f));
+  for (int i = 0; i < 8; ++i) xs.push_back(Random16(size_t(batch) * m.hidden, 900 + i, /*bf16=*/false, 1.0f));
   float* bias = nullptr;
   std::vector<float> bias_host(m.heads);
   for (int h = 0; h < m.heads; ++h) bias_host[h] = 0.01f * ((h * 37) % 11 - 5);
@@ -167,9 +83,9 @@ void RunShape(const Options& o, const Model& m, int batch, size_t l2_bytes) {
     CHECK(RouterScores(plan, xs[i % xs.size()], ws[i % ws.size()], bias, scores, batch, s));
   };
   auto topk = [&](int, cudaStream_t s) { CHECK(SelectHeadGroupsTopK(p, s)); };
-  const Timing gemm = Time(o, score);
-  const Timing select = Time(o, topk);
-  const Timing both = Time(o, [&](int i, cudaStream_t s) {
+  const Timing gemm = Time(o.runs(), score);
+  const Timing select = Time(o.runs(), topk);
+  const Timing both = Time(o.runs(), [&](int i, cudaStream_t s) {
     score(i, s);
     topk(i, s);
   });
@@ -190,27 +106,18 @@ void RunShape(const Options& o, const Model& m, int batch, size_t l2_bytes) {
   CHECK(cudaFree(indices));
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int Main(int argc, char** argv) {
   Options o;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string arg = argv[i], value = argv[i + 1];
     if (arg == "--batches") {
-      o.batches.clear();
-      for (size_t pos = 0; pos <= value.size();) {
-        size_t comma = value.find(',', pos);
-        if (comma == std::string::npos) comma = value.size();
-        o.batches.push_back(std::atoi(value.substr(pos, comma - pos).c_str()));
-        pos = comma + 1;
-      }
+      o.batches = ParseInts(value);
     } else if (arg == "--warmup") {
       o.warmup = std::atoi(value.c_str());
     } else if (arg == "--iters") {
       o.iters = std::atoi(value.c_str());
     } else {
-      std::fprintf(stderr, "unknown argument %s\n", arg.c_str());
-      return 2;
+      UnknownArgument(arg);
     }
   }
   cudaDeviceProp prop;
@@ -227,3 +134,8 @@ int main(int argc, char** argv) {
   }
   return 0;
 }
+
+}  // namespace
+}  // namespace polar::bench
+
+int main(int argc, char** argv) { return polar::bench::Main(argc, argv); }

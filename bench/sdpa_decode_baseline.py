@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from torch_timing import median_ms  # beside this script: python3 puts bench/ on the path
+
 BACKENDS = [("flash", SDPBackend.FLASH_ATTENTION),
             ("efficient", SDPBackend.EFFICIENT_ATTENTION),
             ("cudnn", SDPBackend.CUDNN_ATTENTION)]
@@ -32,22 +34,6 @@ def shapes():
             for context in [2048, 8192, 16384]:
                 out.append((model, batch, context))
     return out
-
-
-def median_ms(fn, inputs, warmup, iters):
-    times = []
-    for i in range(warmup + iters):
-        q, k, v = inputs[i % len(inputs)]
-        start = torch.cuda.Event(enable_timing=True)
-        stop = torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn(q, k, v)
-        stop.record()
-        stop.synchronize()
-        if i >= warmup:
-            times.append(start.elapsed_time(stop))
-    times.sort()
-    return times[len(times) // 2]
 
 
 def main():
@@ -82,8 +68,9 @@ def main():
         for backend_name, backend in BACKENDS:
             try:
                 with sdpa_kernel([backend]):
-                    ms = median_ms(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa),
-                                   inputs, args.warmup, args.iters)
+                    ms = median_ms(lambda i: F.scaled_dot_product_attention(*inputs[i % len(inputs)],
+                                                                            enable_gqa=gqa),
+                                   args.warmup, args.iters)
                 results[backend_name] = ms * 1e3
             except RuntimeError as e:  # backend does not support the shape
                 results[backend_name] = None

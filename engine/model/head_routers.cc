@@ -10,6 +10,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "engine/model/host_tensor.h"
+#include "engine/model/router_file.h"
 #include "engine/model/safetensors_file.h"
 
 namespace polar {
@@ -94,50 +95,43 @@ absl::Status HeadRouters::Save(const std::string& path) const {
 }
 
 absl::StatusOr<HeadRouters> HeadRouters::Load(const std::string& path, const ModelConfig& config) {
-  absl::StatusOr<std::shared_ptr<const SafetensorsFile>> file = SafetensorsFile::Open(path);
+  absl::StatusOr<RouterFileReader> file = RouterFileReader::Open(path, "polar.head_routers", "head-routers");
   if (!file.ok()) return file.status();
-  const auto& meta = (*file)->metadata();
-  auto error = [&](const std::string& what) { return absl::InvalidArgumentError(absl::StrCat(path, ": ", what)); };
-  auto get = [&](const std::string& key) -> absl::StatusOr<std::string> {
-    auto it = meta.find(key);
-    if (it == meta.end()) return error(absl::StrCat("not a Polar head-routers file (no \"", key, "\" metadata)"));
-    return it->second;
-  };
-  if (absl::StatusOr<std::string> marker = get("polar.head_routers"); !marker.ok()) return marker.status();
   HeadRouters r;
-  for (auto [key, dst] : {std::pair<const char*, int64_t*>{"num_layers", &r.num_layers},
-                          {"hidden_size", &r.hidden_size},
-                          {"num_heads", &r.num_heads},
-                          {"num_kv_heads", &r.num_kv_heads}}) {
-    absl::StatusOr<std::string> text = get(key);
-    if (!text.ok()) return text.status();
-    if (!absl::SimpleAtoi(*text, dst) || *dst <= 0) return error(absl::StrCat(key, " \"", *text, "\""));
+  if (absl::Status s = file->GetPositive({{"num_layers", &r.num_layers},
+                                          {"hidden_size", &r.hidden_size},
+                                          {"num_heads", &r.num_heads},
+                                          {"num_kv_heads", &r.num_kv_heads}});
+      !s.ok()) {
+    return s;
   }
-  if (r.num_layers > 100000 || r.num_heads > 100000) return error("implausible sizes");
-  absl::StatusOr<std::string> score = get("group_score");
+  if (r.num_layers > 100000 || r.num_heads > 100000) return file->Error("implausible sizes");
+  absl::StatusOr<std::string> score = file->Get("group_score");
   if (!score.ok()) return score.status();
   absl::StatusOr<GroupScore> parsed_score = ParseGroupScore(*score);
-  if (!parsed_score.ok()) return error(std::string(parsed_score.status().message()));
+  if (!parsed_score.ok()) return file->Error(std::string(parsed_score.status().message()));
   r.group_score = *parsed_score;
-  absl::StatusOr<std::string> density = get("default_density");
+  absl::StatusOr<std::string> density = file->Get("default_density");
   if (!density.ok()) return density.status();
-  if (!absl::SimpleAtof(*density, &r.default_density)) return error(absl::StrCat("default_density \"", *density, "\""));
-  absl::StatusOr<std::string> dense_text = get("dense_layers");
+  if (!absl::SimpleAtof(*density, &r.default_density)) {
+    return file->Error(absl::StrCat("default_density \"", *density, "\""));
+  }
+  absl::StatusOr<std::string> dense_text = file->Get("dense_layers");
   if (!dense_text.ok()) return dense_text.status();
   r.dense.assign(r.num_layers, false);
   r.weight.resize(r.num_layers);
   r.bias.resize(r.num_layers);
   nlohmann::json dense_layers = nlohmann::json::parse(*dense_text, nullptr, /*allow_exceptions=*/false);
-  if (!dense_layers.is_array()) return error("dense_layers is not a JSON array");
+  if (!dense_layers.is_array()) return file->Error("dense_layers is not a JSON array");
   for (const nlohmann::json& l : dense_layers) {
     if (!l.is_number_integer() || l.get<int64_t>() < 0 || l.get<int64_t>() >= r.num_layers) {
-      return error("dense_layers holds a bad layer index");
+      return file->Error("dense_layers holds a bad layer index");
     }
     r.dense[l.get<int64_t>()] = true;
   }
   for (int64_t l = 0; l < r.num_layers; ++l) {
     // A dense layer may carry its trained router (for evaluation); a routed one must.
-    if (r.dense[l] && (*file)->Tensor(absl::StrCat("layers.", l, ".weight")).status().code() ==
+    if (r.dense[l] && file->file().Tensor(absl::StrCat("layers.", l, ".weight")).status().code() ==
                           absl::StatusCode::kNotFound) {
       continue;
     }
@@ -145,16 +139,13 @@ absl::StatusOr<HeadRouters> HeadRouters::Load(const std::string& path, const Mod
          {std::tuple<const char*, std::vector<float>*, std::vector<int64_t>>{"weight", &r.weight[l],
                                                                              {r.num_heads, r.hidden_size}},
           {"bias", &r.bias[l], {r.num_heads}}}) {
-      const std::string name = absl::StrCat("layers.", l, ".", suffix);
-      absl::StatusOr<HostTensor> t = (*file)->Tensor(name);
-      if (!t.ok()) return error(absl::StrCat("layer ", l, " is routed but ", t.status().message()));
-      if (t->shape != shape) return error(absl::StrCat(name, " has shape ", t->ShapeString()));
-      absl::StatusOr<std::vector<float>> values = ToF32(*t);
+      absl::StatusOr<std::vector<float>> values = file->ReadF32(absl::StrCat("layers.", l, ".", suffix), shape,
+                                                                absl::StrCat("layer ", l, " is routed but "));
       if (!values.ok()) return values.status();
       *dst = std::move(*values);
     }
   }
-  if (absl::Status s = r.Validate(config); !s.ok()) return error(std::string(s.message()));
+  if (absl::Status s = r.Validate(config); !s.ok()) return file->Error(std::string(s.message()));
   return r;
 }
 

@@ -25,6 +25,7 @@
 #include "absl/status/status.h"
 #include "engine/backend/backend.h"
 #include "engine/model/head_routers.h"
+#include "engine/model/layer_counters.h"
 #include "engine/model/model_config.h"
 
 namespace polar {
@@ -51,14 +52,8 @@ class HeadObserver {
 
 // Per layer, cumulative over steps: heads computed and heads in total, each
 // counted once per token.
-struct HeadCounters {
-  explicit HeadCounters(int64_t num_layers)
-      : num_layers(num_layers),
-        active(new std::atomic<int64_t>[num_layers]()),
-        total(new std::atomic<int64_t>[num_layers]()) {}
-  int64_t num_layers;
-  std::unique_ptr<std::atomic<int64_t>[]> active;
-  std::unique_ptr<std::atomic<int64_t>[]> total;
+struct HeadCounters : LayerCounters {
+  using LayerCounters::LayerCounters;
   // Opt-in (HeadSparsity::EnablePerHeadCounts): [num_layers * num_heads],
   // tokens for which each query head was computed; null when off.
   std::unique_ptr<std::atomic<int64_t>[]> per_head;

@@ -21,15 +21,13 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "engine/model/router_optimizer.h"
 #include "kernels/cpu/gather_mlp.h"
 #include "kernels/cpu/gemm.h"
 
 namespace polar {
 namespace {
 
-constexpr double kAdamBeta1 = 0.9;
-constexpr double kAdamBeta2 = 0.999;
-constexpr double kAdamEpsilon = 1e-8;
 // The paper's negative weight: the fraction of positives plus this.
 constexpr double kNegativeWeightOffset = 0.005;
 
@@ -74,30 +72,6 @@ void Transpose(const float* a, int64_t rows, int64_t cols, std::vector<float>& o
 // (std::uniform_real_distribution's algorithm is not fixed).
 double Uniform(std::mt19937_64& rng) { return static_cast<double>(rng() >> 11) * 0x1.0p-53; }
 
-// Fisher-Yates with a multiply-shift bound: the same on every library.
-void Shuffle(std::vector<int64_t>& v, std::mt19937_64& rng) {
-  for (int64_t i = static_cast<int64_t>(v.size()) - 1; i > 0; --i) {
-    const auto j = static_cast<int64_t>((static_cast<unsigned __int128>(rng()) * static_cast<uint64_t>(i + 1)) >> 64);
-    std::swap(v[i], v[j]);
-  }
-}
-
-struct AdamW {
-  std::vector<double> m, v;
-  explicit AdamW(size_t n) : m(n, 0.0), v(n, 0.0) {}
-  void Update(std::vector<float>& params, const std::vector<float>& grad, double lr, double decay, int64_t step) {
-    const double c1 = 1.0 - std::pow(kAdamBeta1, static_cast<double>(step));
-    const double c2 = 1.0 - std::pow(kAdamBeta2, static_cast<double>(step));
-    for (size_t i = 0; i < params.size(); ++i) {
-      double p = params[i] * (1.0 - lr * decay);
-      m[i] = kAdamBeta1 * m[i] + (1.0 - kAdamBeta1) * grad[i];
-      v[i] = kAdamBeta2 * v[i] + (1.0 - kAdamBeta2) * static_cast<double>(grad[i]) * grad[i];
-      p -= lr * (m[i] / c1) / (std::sqrt(v[i] / c2) + kAdamEpsilon);
-      params[i] = static_cast<float>(p);
-    }
-  }
-};
-
 // Indices of the top-n of values[0, count) (any order), ranked by value
 // descending, ties to the lower index: serving's order.
 void TopN(const float* values, int64_t count, int64_t n, std::vector<int32_t>& order) {
@@ -139,9 +113,7 @@ std::vector<std::vector<int64_t>> DrawBatches(const UnionBatches& b) {
     std::iota(pool.begin(), pool.end(), b.begin);
     // The first `size` steps of a Fisher-Yates from the front.
     for (int64_t i = 0; i < size; ++i) {
-      const int64_t left = static_cast<int64_t>(pool.size()) - i;
-      const auto j = i + static_cast<int64_t>((static_cast<unsigned __int128>(rng()) * static_cast<uint64_t>(left)) >> 64);
-      std::swap(pool[i], pool[j]);
+      std::swap(pool[i], pool[i + DrawBelow(rng, static_cast<int64_t>(pool.size()) - i)]);
     }
     batch.assign(pool.begin(), pool.begin() + size);
   }
@@ -208,24 +180,8 @@ absl::StatusOr<TrainedMlpRouter> TrainMlpRouter(const MlpRouterSamples& samples,
       std::clamp<int64_t>(std::llround(options.validation_fraction * static_cast<double>(n)), 1, n - 1);
   const int64_t n_train = n - n_val;
 
-  // Standardisation of the training split (two passes: deviation from the exact mean).
-  std::vector<double> mean(d, 0.0), var(d, 0.0);
-  for (int64_t i = 0; i < n_train; ++i) {
-    for (int64_t k = 0; k < d; ++k) mean[k] += samples.inputs[i * d + k];
-  }
-  for (double& m : mean) m /= static_cast<double>(n_train);
-  for (int64_t i = 0; i < n_train; ++i) {
-    for (int64_t k = 0; k < d; ++k) {
-      const double dev = samples.inputs[i * d + k] - mean[k];
-      var[k] += dev * dev;
-    }
-  }
-  std::vector<float> mean_f(d), inv_std(d);
-  for (int64_t k = 0; k < d; ++k) {
-    const double sd = std::sqrt(var[k] / static_cast<double>(n_train));
-    mean_f[k] = static_cast<float>(mean[k]);
-    inv_std[k] = sd > 1e-12 * (1.0 + std::abs(mean[k])) ? static_cast<float>(1.0 / sd) : 0.0f;
-  }
+  // Statistics of the training split only (see the top of this file).
+  const FeatureStandardisation st = StandardiseFeatures(samples.inputs.data(), n_train, d);
 
   // Label statistics: each neuron's prior (the bias starts at its logit) and
   // the negatives' weight.
@@ -262,15 +218,11 @@ absl::StatusOr<TrainedMlpRouter> TrainMlpRouter(const MlpRouterSamples& samples,
   int32_t since_best = 0;
   int64_t step = 0;
   for (int32_t epoch = 1; epoch <= options.max_epochs; ++epoch) {
-    Shuffle(order, rng);
+    SeededShuffle(order, rng);
     double loss_sum = 0;
     for (int64_t start = 0; start < n_train; start += batch) {
       const int64_t rows = std::min(batch, n_train - start);
-      for (int64_t i = 0; i < rows; ++i) {
-        const float* x = samples.inputs.data() + order[start + i] * d;
-        float* zi = z.data() + i * d;
-        for (int64_t k = 0; k < d; ++k) zi[k] = (x[k] - mean_f[k]) * inv_std[k];
-      }
+      st.Apply(samples.inputs.data(), order.data() + start, rows, z.data());
       kernels::cpu::Linear(z.data(), down.data(), nullptr, rows, d, r, low.data());
       kernels::cpu::Linear(low.data(), up.data(), bias.data(), rows, r, f, scores.data());
       // Weighted BCE on sigmoid(score), mean over the batch's elements, in
@@ -313,9 +265,9 @@ absl::StatusOr<TrainedMlpRouter> TrainMlpRouter(const MlpRouterSamples& samples,
     std::vector<double> shift(r, 0.0);
     for (int64_t i = 0; i < r; ++i) {
       for (int64_t k = 0; k < d; ++k) {
-        const double w = static_cast<double>(down[i * d + k]) * inv_std[k];
+        const double w = static_cast<double>(down[i * d + k]) * st.inv_std[k];
         folded.down[i * d + k] = static_cast<float>(w);
-        shift[i] += w * mean_f[k];
+        shift[i] += w * st.mean[k];
       }
     }
     for (int64_t j = 0; j < f; ++j) {

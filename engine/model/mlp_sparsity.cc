@@ -8,9 +8,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "engine/model/host_tensor.h"
+#include "engine/model/router_file.h"
 #include "engine/model/safetensors_file.h"
 
 namespace polar {
@@ -102,32 +102,25 @@ absl::Status MlpRouters::Save(const std::string& path) const {
 }
 
 absl::StatusOr<MlpRouters> MlpRouters::Load(const std::string& path, const ModelConfig& config) {
-  absl::StatusOr<std::shared_ptr<const SafetensorsFile>> file = SafetensorsFile::Open(path);
+  absl::StatusOr<RouterFileReader> file = RouterFileReader::Open(path, "polar.mlp_routers", "MLP-routers");
   if (!file.ok()) return file.status();
-  const auto& meta = (*file)->metadata();
-  auto error = [&](const std::string& what) { return absl::InvalidArgumentError(absl::StrCat(path, ": ", what)); };
-  auto get = [&](const std::string& key) -> absl::StatusOr<std::string> {
-    auto it = meta.find(key);
-    if (it == meta.end()) return error(absl::StrCat("not a Polar MLP-routers file (no \"", key, "\" metadata)"));
-    return it->second;
-  };
-  if (absl::StatusOr<std::string> marker = get("polar.mlp_routers"); !marker.ok()) return marker.status();
   MlpRouters r;
-  for (auto [key, dst] : {std::pair<const char*, int64_t*>{"num_layers", &r.num_layers},
-                          {"hidden_size", &r.hidden_size},
-                          {"ffn_size", &r.ffn_size},
-                          {"rank", &r.rank}}) {
-    absl::StatusOr<std::string> text = get(key);
-    if (!text.ok()) return text.status();
-    if (!absl::SimpleAtoi(*text, dst) || *dst <= 0) return error(absl::StrCat(key, " \"", *text, "\""));
+  if (absl::Status s = file->GetPositive({{"num_layers", &r.num_layers},
+                                          {"hidden_size", &r.hidden_size},
+                                          {"ffn_size", &r.ffn_size},
+                                          {"rank", &r.rank}});
+      !s.ok()) {
+    return s;
   }
-  if (r.num_layers > 100000 || r.ffn_size > (int64_t{1} << 24) || r.rank > 65536) return error("implausible sizes");
+  if (r.num_layers > 100000 || r.ffn_size > (int64_t{1} << 24) || r.rank > 65536) {
+    return file->Error("implausible sizes");
+  }
   // JSON lists of integers; a malformed one is an error, never an exception.
   auto parse_json = [&](const std::string& key) -> absl::StatusOr<nlohmann::json> {
-    absl::StatusOr<std::string> text = get(key);
+    absl::StatusOr<std::string> text = file->Get(key);
     if (!text.ok()) return text.status();
     nlohmann::json j = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
-    if (!j.is_array()) return error(absl::StrCat(key, " is not a JSON array"));
+    if (!j.is_array()) return file->Error(absl::StrCat(key, " is not a JSON array"));
     return j;
   };
   auto to_ints = [](const nlohmann::json& j, std::vector<int32_t>& out) {
@@ -140,13 +133,15 @@ absl::StatusOr<MlpRouters> MlpRouters::Load(const std::string& path, const Model
   };
   absl::StatusOr<nlohmann::json> buckets = parse_json("batch_buckets");
   if (!buckets.ok()) return buckets.status();
-  if (!to_ints(*buckets, r.bucket_max_batch)) return error("batch_buckets holds a bad value");
+  if (!to_ints(*buckets, r.bucket_max_batch)) return file->Error("batch_buckets holds a bad value");
   absl::StatusOr<nlohmann::json> neurons = parse_json("neurons");
   if (!neurons.ok()) return neurons.status();
-  if (static_cast<int64_t>(neurons->size()) != r.num_layers) return error("neurons does not list every layer");
+  if (static_cast<int64_t>(neurons->size()) != r.num_layers) return file->Error("neurons does not list every layer");
   r.neurons.resize(r.num_layers);
   for (int64_t l = 0; l < r.num_layers; ++l) {
-    if (!to_ints((*neurons)[l], r.neurons[l])) return error(absl::StrCat("neurons of layer ", l, " hold a bad value"));
+    if (!to_ints((*neurons)[l], r.neurons[l])) {
+      return file->Error(absl::StrCat("neurons of layer ", l, " hold a bad value"));
+    }
   }
   r.down.resize(r.num_layers);
   r.up.resize(r.num_layers);
@@ -156,11 +151,7 @@ absl::StatusOr<MlpRouters> MlpRouters::Load(const std::string& path, const Model
          {std::tuple<const char*, std::vector<float>*, std::vector<int64_t>>{"down", &r.down[l], {r.rank, r.hidden_size}},
           {"up", &r.up[l], {r.ffn_size, r.rank}},
           {"bias", &r.bias[l], {r.ffn_size}}}) {
-      const std::string name = absl::StrCat("layers.", l, ".", suffix);
-      absl::StatusOr<HostTensor> t = (*file)->Tensor(name);
-      if (!t.ok()) return error(std::string(t.status().message()));
-      if (t->shape != shape) return error(absl::StrCat(name, " has shape ", t->ShapeString()));
-      absl::StatusOr<std::vector<float>> values = ToF32(*t);
+      absl::StatusOr<std::vector<float>> values = file->ReadF32(absl::StrCat("layers.", l, ".", suffix), shape);
       if (!values.ok()) return values.status();
       *dst = std::move(*values);
     }

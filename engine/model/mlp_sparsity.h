@@ -31,7 +31,6 @@
 // [1, ffn]). A file of its own, so the head routers' format stays as it is.
 #pragma once
 
-#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -41,6 +40,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "engine/backend/backend.h"
+#include "engine/model/layer_counters.h"
 #include "engine/model/model_config.h"
 
 namespace polar {
@@ -93,15 +93,7 @@ class MlpObserver {
 
 // Per layer, cumulative: fc1 neurons computed and neurons in total, each
 // counted once per token.
-struct MlpCounters {
-  explicit MlpCounters(int64_t num_layers)
-      : num_layers(num_layers),
-        active(new std::atomic<int64_t>[num_layers]()),
-        total(new std::atomic<int64_t>[num_layers]()) {}
-  int64_t num_layers;
-  std::unique_ptr<std::atomic<int64_t>[]> active;
-  std::unique_ptr<std::atomic<int64_t>[]> total;
-};
+using MlpCounters = LayerCounters;
 
 // One layer's MLP weights as the model uploaded them.
 struct MlpLayerWeights {

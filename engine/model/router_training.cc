@@ -14,7 +14,8 @@
 // Reproducibility: the forward passes use kernels::cpu::Linear (one fixed
 // summation order per output, whatever the thread count); everything else
 // runs on one thread in a fixed order; the shuffle is our own Fisher-Yates on
-// std::mt19937_64 (std::shuffle's algorithm differs between libraries).
+// std::mt19937_64 (router_optimizer.h: std::shuffle's algorithm differs
+// between libraries).
 #include "engine/model/router_training.h"
 
 #include <algorithm>
@@ -25,15 +26,12 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "engine/model/router_optimizer.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/head_select.h"
 
 namespace polar {
 namespace {
-
-constexpr double kAdamBeta1 = 0.9;
-constexpr double kAdamBeta2 = 0.999;
-constexpr double kAdamEpsilon = 1e-8;
 
 absl::Status CheckShapes(const RouterSamples& s) {
   if (s.num_samples <= 0) {
@@ -156,40 +154,11 @@ double HeadRecall(const RouterSamples& s, const std::vector<float>& labels, int6
   return sum / static_cast<double>(end - begin);
 }
 
-// Per-feature mean and 1 / deviation of rows [0, rows); a constant feature
-// gets inv_std 0 (it carries nothing a bias cannot).
-struct Standardisation {
-  std::vector<float> mean;     // [input_dim]
-  std::vector<float> inv_std;  // [input_dim]
-};
-
-Standardisation Standardise(const RouterSamples& s, int64_t rows) {
-  const int64_t d = s.input_dim;
-  std::vector<double> sum(d, 0.0), sum_sq(d, 0.0);
-  for (int64_t i = 0; i < rows; ++i) {
-    const float* x = s.inputs.data() + i * d;
-    for (int64_t k = 0; k < d; ++k) sum[k] += x[k];
-  }
-  Standardisation st{std::vector<float>(d), std::vector<float>(d)};
-  for (int64_t k = 0; k < d; ++k) sum[k] /= static_cast<double>(rows);
-  // Two passes: the deviation from the exact mean, not E[x²] - mean², which
-  // cancels badly for features with a large offset.
-  for (int64_t i = 0; i < rows; ++i) {
-    const float* x = s.inputs.data() + i * d;
-    for (int64_t k = 0; k < d; ++k) sum_sq[k] += (x[k] - sum[k]) * (x[k] - sum[k]);
-  }
-  for (int64_t k = 0; k < d; ++k) {
-    const double std_dev = std::sqrt(sum_sq[k] / static_cast<double>(rows));
-    st.mean[k] = static_cast<float>(sum[k]);
-    st.inv_std[k] = std_dev > 1e-12 * (1.0 + std::abs(sum[k])) ? static_cast<float>(1.0 / std_dev) : 0.0f;
-  }
-  return st;
-}
-
 // W z + b with z = (x - mean) * inv_std equals W' x + b' with
 // W' = W * inv_std (per column) and b' = b - W' · mean.
-void FoldStandardisation(const Standardisation& st, const std::vector<float>& weight, const std::vector<float>& bias,
-                         int64_t num_heads, int64_t d, std::vector<float>& raw_weight, std::vector<float>& raw_bias) {
+void FoldStandardisation(const FeatureStandardisation& st, const std::vector<float>& weight,
+                         const std::vector<float>& bias, int64_t num_heads, int64_t d, std::vector<float>& raw_weight,
+                         std::vector<float>& raw_bias) {
   raw_weight.resize(num_heads * d);
   raw_bias.resize(num_heads);
   for (int64_t h = 0; h < num_heads; ++h) {
@@ -200,33 +169,6 @@ void FoldStandardisation(const Standardisation& st, const std::vector<float>& we
       shift += w * st.mean[k];
     }
     raw_bias[h] = static_cast<float>(bias[h] - shift);
-  }
-}
-
-// AdamW (decoupled weight decay, bias-corrected moments) over one tensor.
-struct AdamW {
-  std::vector<double> m, v;
-  explicit AdamW(size_t n) : m(n, 0.0), v(n, 0.0) {}
-  // step: 1-based.
-  void Update(std::vector<float>& params, const std::vector<float>& grad, double lr, double decay, int64_t step) {
-    const double c1 = 1.0 - std::pow(kAdamBeta1, static_cast<double>(step));
-    const double c2 = 1.0 - std::pow(kAdamBeta2, static_cast<double>(step));
-    for (size_t i = 0; i < params.size(); ++i) {
-      double p = params[i] * (1.0 - lr * decay);
-      m[i] = kAdamBeta1 * m[i] + (1.0 - kAdamBeta1) * grad[i];
-      v[i] = kAdamBeta2 * v[i] + (1.0 - kAdamBeta2) * static_cast<double>(grad[i]) * grad[i];
-      p -= lr * (m[i] / c1) / (std::sqrt(v[i] / c2) + kAdamEpsilon);
-      params[i] = static_cast<float>(p);
-    }
-  }
-};
-
-// Fisher-Yates with a multiply-shift bound (unbiased enough for 2^64 draws
-// into at most 2^63 slots, and the same on every standard library).
-void Shuffle(std::vector<int64_t>& v, std::mt19937_64& rng) {
-  for (int64_t i = static_cast<int64_t>(v.size()) - 1; i > 0; --i) {
-    const auto j = static_cast<int64_t>((static_cast<unsigned __int128>(rng()) * static_cast<uint64_t>(i + 1)) >> 64);
-    std::swap(v[i], v[j]);
   }
 }
 
@@ -252,7 +194,7 @@ absl::StatusOr<TrainedRouter> TrainHeadRouter(const RouterSamples& samples, cons
   const std::vector<float> labels = HeadLabels(samples, positives);
   // The paper's weighting: positives 1, negatives the fraction of positives.
   const float negative_weight = static_cast<float>(positives) / static_cast<float>(heads);
-  const Standardisation st = Standardise(samples, n_train);
+  const FeatureStandardisation st = StandardiseFeatures(samples.inputs.data(), n_train, d);
 
   // Parameters in standardised space, and their folded (raw-input) form.
   std::vector<float> weight(heads * d, 0.0f), bias(heads, 0.0f);  // [heads, d], [heads]
@@ -274,18 +216,11 @@ absl::StatusOr<TrainedRouter> TrainHeadRouter(const RouterSamples& samples, cons
   int32_t epochs_since_best = 0;
   int64_t step = 0;
   for (int32_t epoch = 1; epoch <= options.max_epochs; ++epoch) {
-    Shuffle(order, rng);
+    SeededShuffle(order, rng);
     double loss_sum = 0;
     for (int64_t start = 0; start < n_train; start += batch) {
       const int64_t rows = std::min(batch, n_train - start);
-      for (int64_t r = 0; r < rows; ++r) {
-        const float* x = samples.inputs.data() + order[start + r] * d;
-        float* zr = z.data() + r * d;
-        // omp simd: -O2 leaves these loops scalar (possible aliasing);
-        // lanes are independent elements, so no sum is reordered.
-#pragma omp simd
-        for (int64_t k = 0; k < d; ++k) zr[k] = (x[k] - st.mean[k]) * st.inv_std[k];
-      }
+      st.Apply(samples.inputs.data(), order.data() + start, rows, z.data());
       kernels::cpu::Linear(z.data(), weight.data(), bias.data(), rows, d, heads, logits.data());
 
       // Weighted BCE on sigmoid(logit), mean over the batch's elements; in
@@ -309,6 +244,8 @@ absl::StatusOr<TrainedRouter> TrainHeadRouter(const RouterSamples& samples, cons
         for (int64_t h = 0; h < heads; ++h) {
           const float g = grad_logits[r * heads + h];
           float* gw = grad_weight.data() + h * d;
+          // omp simd: -O2 leaves this loop scalar (possible aliasing); lanes
+          // are independent elements, so no sum is reordered.
 #pragma omp simd
           for (int64_t k = 0; k < d; ++k) gw[k] += g * zr[k];
           grad_bias[h] += g;

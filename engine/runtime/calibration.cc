@@ -36,7 +36,7 @@ class LabelRecorder final : public HeadObserver {
       ++s.num_samples;
     }
   }
-  bool full() const { return samples_.back().num_samples >= cap_; }
+  int64_t recorded() const { return samples_.back().num_samples; }
   std::vector<RouterSamples>& samples() { return samples_; }
 
  private:
@@ -45,19 +45,36 @@ class LabelRecorder final : public HeadObserver {
   std::vector<RouterSamples> samples_;
 };
 
-// Unsets the observer however the label pass ends.
-class ObserverGuard {
- public:
-  ObserverGuard(HeadSparsity& heads, HeadObserver* observer) : heads_(heads) { heads_.SetObserver(observer); }
-  ~ObserverGuard() { heads_.SetObserver(nullptr); }
-
- private:
-  HeadSparsity& heads_;
-};
-
 double Seconds(absl::Time since) { return absl::ToDoubleSeconds(absl::Now() - since); }
 
 }  // namespace
+
+absl::Status CheckLabelWindow(const ModelRunner& runner, const LabelPassOptions& o) {
+  if (o.label_window < o.min_position + 1 || o.label_window > runner.options().max_batch_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat("label window ", o.label_window, " must exceed min_position ",
+                                                   o.min_position, " and fit the step budget ",
+                                                   runner.options().max_batch_tokens));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RunLabelWindows(ModelRunner& runner, std::span<const int32_t> tokens, const LabelPassOptions& o,
+                             const std::function<int64_t()>& recorded) {
+  std::vector<float> logits;
+  const int64_t windows = static_cast<int64_t>(tokens.size()) / o.label_window;
+  for (int64_t w = 0; w < windows && recorded() < o.samples_per_layer; ++w) {
+    SequenceKv kv(runner.kv_layout().block_size);
+    runner.ClearStep();
+    absl::Status s = runner.AddToStep(kv, tokens.subspan(w * o.label_window, o.label_window), false, 1.0f);
+    if (s.ok()) s = runner.RunStep(logits);
+    kv.Release(runner.kv_allocator());
+    if (!s.ok()) return s;
+    if (o.on_progress) {
+      o.on_progress("labels", static_cast<double>(recorded()) / static_cast<double>(o.samples_per_layer));
+    }
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<CalibrationResult> Calibrate(ModelRunner& runner, std::span<const int32_t> tokens,
                                             const CalibrationOptions& o) {
@@ -70,11 +87,7 @@ absl::StatusOr<CalibrationResult> Calibrate(ModelRunner& runner, std::span<const
         "the model has a single KV group: selecting groups cannot skip anything (head sparsity needs >= 2)");
   }
   if (layers < 2) return absl::FailedPreconditionError("the model has one layer, and layer 0 stays dense");
-  if (o.label_window < o.min_position + 1 || o.label_window > runner.options().max_batch_tokens) {
-    return absl::InvalidArgumentError(absl::StrCat("label window ", o.label_window, " must exceed min_position ",
-                                                   o.min_position, " and fit the step budget ",
-                                                   runner.options().max_batch_tokens));
-  }
+  if (absl::Status s = CheckLabelWindow(runner, o); !s.ok()) return s;
   if (!(o.validation_fraction > 0.0f && o.validation_fraction < 0.5f)) {
     return absl::InvalidArgumentError("validation fraction must be in (0, 0.5)");
   }
@@ -110,21 +123,11 @@ absl::StatusOr<CalibrationResult> Calibrate(ModelRunner& runner, std::span<const
   absl::Time stage_start = absl::Now();
   LabelRecorder recorder(config, o.samples_per_layer, o.min_position);
   {
-    ObserverGuard guard(runner.heads(), &recorder);
-    std::vector<float> logits;
-    const int64_t windows = static_cast<int64_t>(train.size()) / o.label_window;
-    for (int64_t w = 0; w < windows && !recorder.full(); ++w) {
-      SequenceKv kv(runner.kv_layout().block_size);
-      runner.ClearStep();
-      absl::Status s = runner.AddToStep(kv, train.subspan(w * o.label_window, o.label_window), false, 1.0f);
-      if (s.ok()) s = runner.RunStep(logits);
-      kv.Release(runner.kv_allocator());
-      if (!s.ok()) return s;
-      progress("labels", static_cast<double>(recorder.samples().back().num_samples) /
-                             static_cast<double>(o.samples_per_layer));
-    }
+    ScopedObserver guard(runner.heads(), &recorder);
+    absl::Status s = RunLabelWindows(runner, train, o, [&recorder] { return recorder.recorded(); });
+    if (!s.ok()) return s;
   }
-  const int64_t samples = recorder.samples().back().num_samples;
+  const int64_t samples = recorder.recorded();
   if (samples < 1000) {
     return absl::InvalidArgumentError(
         absl::StrCat("only ", samples, " label samples per layer: give more calibration text"));

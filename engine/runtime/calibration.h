@@ -34,10 +34,46 @@
 
 namespace polar {
 
-struct CalibrationOptions {
-  int32_t label_window = 256;        // tokens per prefill window while recording labels
-  int32_t min_position = 16;         // tokens earlier in a window are not samples (too little context)
+// ---- The label pass (step 1), shared with MLP calibration (mlp_calibration.h) ----
+
+// What the label pass reads, and the progress callback: the options both
+// calibrations start with.
+struct LabelPassOptions {
+  int32_t label_window = 256;  // tokens per prefill window while recording labels
+  int32_t min_position = 16;   // tokens earlier in a window are not samples (too little context)
   int64_t samples_per_layer = 16384;
+  // (stage, fraction of the stage done); may be null.
+  std::function<void(const std::string& stage, double fraction)> on_progress;
+};
+
+// A label window must reach past min_position and fit the runner's step
+// budget.
+absl::Status CheckLabelWindow(const ModelRunner& runner, const LabelPassOptions& options);
+
+// Runs `tokens` as dense prefill windows of label_window tokens, one window
+// a step, for the observer set on the runner to record, until `recorded()`
+// reaches samples_per_layer or the windows run out; reports the "labels"
+// stage after each window.
+absl::Status RunLabelWindows(ModelRunner& runner, std::span<const int32_t> tokens, const LabelPassOptions& options,
+                             const std::function<int64_t()>& recorded);
+
+// Sets an observer on a HeadSparsity or MlpSparsity for the guard's
+// lifetime: unset however the label pass ends.
+template <typename Sparsity, typename Observer>
+class ScopedObserver {
+ public:
+  ScopedObserver(Sparsity& sparsity, Observer* observer) : sparsity_(sparsity) { sparsity_.SetObserver(observer); }
+  ~ScopedObserver() { sparsity_.SetObserver(nullptr); }
+  ScopedObserver(const ScopedObserver&) = delete;
+  ScopedObserver& operator=(const ScopedObserver&) = delete;
+
+ private:
+  Sparsity& sparsity_;
+};
+
+// ---- Head-sparsity calibration ----
+
+struct CalibrationOptions : LabelPassOptions {
   // Faster than the trainer's defaults on real activations (measured on the
   // default model: higher held-out recall within 20 epochs).
   RouterTrainingOptions training = [] {
@@ -57,8 +93,6 @@ struct CalibrationOptions {
   int32_t eval_batch = 8;
   int64_t eval_windows = 24;
   int64_t importance_windows = 4;
-  // (stage, fraction of the stage done); may be null.
-  std::function<void(const std::string& stage, double fraction)> on_progress;
 };
 
 struct CalibrationResult {
@@ -68,5 +102,4 @@ struct CalibrationResult {
 
 absl::StatusOr<CalibrationResult> Calibrate(ModelRunner& runner, std::span<const int32_t> tokens,
                                             const CalibrationOptions& options);
-
 }  // namespace polar

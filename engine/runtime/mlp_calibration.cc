@@ -5,7 +5,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "engine/runtime/kv_cache.h"
 
 namespace polar {
 namespace {
@@ -32,23 +31,13 @@ class ActivityRecorder final : public MlpObserver {
       ++s.num_samples;
     }
   }
-  bool full() const { return samples_.back().num_samples >= cap_; }
+  int64_t recorded() const { return samples_.back().num_samples; }
   std::vector<MlpRouterSamples>& samples() { return samples_; }
 
  private:
   int64_t cap_;
   int32_t min_position_;
   std::vector<MlpRouterSamples> samples_;
-};
-
-// Unsets the observer however the label pass ends.
-class ObserverGuard {
- public:
-  ObserverGuard(MlpSparsity& mlp, MlpObserver* observer) : mlp_(mlp) { mlp_.SetObserver(observer); }
-  ~ObserverGuard() { mlp_.SetObserver(nullptr); }
-
- private:
-  MlpSparsity& mlp_;
 };
 
 double Seconds(absl::Time since) { return absl::ToDoubleSeconds(absl::Now() - since); }
@@ -65,28 +54,12 @@ absl::StatusOr<std::vector<MlpRouterSamples>> RecordMlpSamples(ModelRunner& runn
                                                       runner.config().model_type,
                                                       " has a SwiGLU MLP, which has no MLP sparsity"));
   }
-  if (o.label_window < o.min_position + 1 || o.label_window > runner.options().max_batch_tokens) {
-    return absl::InvalidArgumentError(absl::StrCat("label window ", o.label_window, " must exceed min_position ",
-                                                   o.min_position, " and fit the step budget ",
-                                                   runner.options().max_batch_tokens));
-  }
+  if (absl::Status s = CheckLabelWindow(runner, o); !s.ok()) return s;
   if (o.samples_per_layer < 2) return absl::InvalidArgumentError("samples_per_layer must be >= 2");
   ActivityRecorder recorder(runner.config(), o.samples_per_layer, o.min_position);
-  ObserverGuard guard(*mlp, &recorder);
-  std::vector<float> logits;
-  const int64_t windows = static_cast<int64_t>(tokens.size()) / o.label_window;
-  for (int64_t w = 0; w < windows && !recorder.full(); ++w) {
-    SequenceKv kv(runner.kv_layout().block_size);
-    runner.ClearStep();
-    absl::Status s = runner.AddToStep(kv, tokens.subspan(w * o.label_window, o.label_window), false, 1.0f);
-    if (s.ok()) s = runner.RunStep(logits);
-    kv.Release(runner.kv_allocator());
-    if (!s.ok()) return s;
-    if (o.on_progress) {
-      o.on_progress("labels", static_cast<double>(recorder.samples().back().num_samples) /
-                                  static_cast<double>(o.samples_per_layer));
-    }
-  }
+  ScopedObserver guard(*mlp, &recorder);
+  absl::Status s = RunLabelWindows(runner, tokens, o, [&recorder] { return recorder.recorded(); });
+  if (!s.ok()) return s;
   return std::move(recorder.samples());
 }
 

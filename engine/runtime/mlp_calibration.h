@@ -17,9 +17,7 @@
 #pragma once
 
 #include <cstdint>
-#include <functional>
 #include <span>
-#include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -27,21 +25,17 @@
 #include "absl/status/statusor.h"
 #include "engine/model/mlp_router_training.h"
 #include "engine/model/mlp_sparsity.h"
+#include "engine/runtime/calibration.h"
 #include "engine/runtime/model_runner.h"
 
 namespace polar {
 
-struct MlpCalibrationOptions {
-  int32_t label_window = 256;  // tokens per prefill window while recording labels
-  int32_t min_position = 16;   // tokens earlier in a window are not samples (too little context)
-  int64_t samples_per_layer = 16384;
+struct MlpCalibrationOptions : LabelPassOptions {
   MlpRouterTrainingOptions training;
   std::vector<int32_t> batch_buckets = DefaultMlpBatchBuckets();
   double target_recall = 0.99;
   int64_t recall_batches = 64;  // random held-out batches per bucket
   uint64_t seed = 1;            // the batches (training has its own seed)
-  // (stage, fraction of the stage done); may be null.
-  std::function<void(const std::string& stage, double fraction)> on_progress;
 };
 
 struct MlpCalibrationResult {

@@ -1,8 +1,9 @@
-// See gather_mlp.h. fc1 works in register tiles like gemm.cc (R rows by C
-// neurons); fc2 in blocks of R rows by 64 output columns with per-lane
-// accumulators. Tile and block shapes only decide which element is computed
-// when and by which thread, never the order of its terms (gather_mlp.h). Only fused multiply-add and
-// add intrinsics are used, so compiler contraction cannot change an order.
+// See gather_mlp.h. fc1 runs Linear's register tile (dot_tile.h: R rows by C
+// neurons) over the selected weight rows; fc2 works in blocks of R rows by 64
+// output columns with per-lane accumulators. Tile and block shapes only
+// decide which element is computed when and by which thread, never the order
+// of its terms (gather_mlp.h). Only fused multiply-add and add intrinsics are
+// used, so compiler contraction cannot change an order.
 #include "kernels/cpu/gather_mlp.h"
 
 #include <immintrin.h>
@@ -14,31 +15,17 @@
 #include <numeric>
 #include <vector>
 
+#include "kernels/cpu/dot_tile.h"
+
 namespace polar::kernels::cpu {
 namespace {
-
-constexpr int64_t kLanes = 8;
-// Below this many multiply-adds waking the thread team costs more than it
-// saves (as in gemm.cc).
-constexpr int64_t kMinParallelMacs = int64_t{1} << 17;
-
-__m256i FirstLanes(int64_t n) {
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-
-// ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)): gemm.cc's lane order.
-float SumLanes(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
 
 float Relu(float y) { return y > 0.0f ? y : 0.0f; }  // as kernels::cpu::Relu
 
 // ---- fc1 ----
 
-// h[r, c] = ReLU(x[r] · w1[idx[c]] + b1[idx[c]]) for an R x C tile.
+// h[r, c] = ReLU(x[r] · w1[idx[c]] + b1[idx[c]]) for an R x C tile: Linear's
+// tile (dot_tile.h) over gathered weight rows.
 // x: [R, in] (row stride in); idx: [C]; h: the tile's first element, row
 // stride h_stride.
 template <int R, int C>
@@ -47,40 +34,7 @@ void Fc1Tile(const float* x, int64_t in, const float* w1, const float* b1, const
   const float* w[C];
 #pragma GCC unroll 8
   for (int c = 0; c < C; ++c) w[c] = w1 + static_cast<int64_t>(idx[c]) * in;
-  __m256 acc[R][C];
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) {
-#pragma GCC unroll 8
-    for (int c = 0; c < C; ++c) acc[r][c] = _mm256_setzero_ps();
-  }
-  auto step = [&](auto load_x, auto load_w) __attribute__((always_inline)) {
-    __m256 wv[C];
-#pragma GCC unroll 8
-    for (int c = 0; c < C; ++c) wv[c] = load_w(c);
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      const __m256 xv = load_x(r);
-#pragma GCC unroll 8
-      for (int c = 0; c < C; ++c) acc[r][c] = _mm256_fmadd_ps(xv, wv[c], acc[r][c]);
-    }
-  };
-  const int64_t full = in - in % kLanes;
-  for (int64_t k = 0; k < full; k += kLanes) {
-    step([&](int r) { return _mm256_loadu_ps(x + r * in + k); }, [&](int c) { return _mm256_loadu_ps(w[c] + k); });
-  }
-  if (full < in) {
-    const __m256i mask = FirstLanes(in - full);
-    step([&](int r) { return _mm256_maskload_ps(x + r * in + full, mask); },
-         [&](int c) { return _mm256_maskload_ps(w[c] + full, mask); });
-  }
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) {
-#pragma GCC unroll 8
-    for (int c = 0; c < C; ++c) {
-      const float y = SumLanes(acc[r][c]) + b1[idx[c]];
-      h[r * h_stride + c] = Relu(y);
-    }
-  }
+  DotTile<R, C>(x, in, w, [&](int r, int c, float dot) { h[r * h_stride + c] = Relu(dot + b1[idx[c]]); });
 }
 
 using Fc1Fn = void (*)(const float*, int64_t, const float*, const float*, const int32_t*, float*, int64_t);

@@ -1,116 +1,51 @@
 // See gemm.h. The kernel computes out[r, c] as a dot product along `in`
 // (x rows and w rows are both contiguous there, so nothing is packed), R rows
-// x C columns at a time in R*C vector accumulators. Every tile shape, the
-// remainder tiles included, runs the same per-element sequence of explicit
-// intrinsics. This file is also compiled with -ffp-contract=off, a guard so
+// x C columns at a time in R*C vector accumulators (dot_tile.h). Every tile
+// shape, the remainder tiles included, runs the same per-element sequence of
+// explicit intrinsics. This file is also compiled with -ffp-contract=off, a guard so
 // that no multiply and add written separately here can become one FMA in one
 // tile shape and stay two instructions in another.
 #include "kernels/cpu/gemm.h"
 
-#include <immintrin.h>
 #include <omp.h>
 
 #include <algorithm>
 #include <utility>
 
+#include "kernels/cpu/dot_tile.h"
+
 namespace polar::kernels::cpu {
 namespace {
 
-constexpr int64_t kLanes = 8;
 constexpr int kMaxTileCols = 8;
 // A thread's column panel of w is re-read once per row tile, so it should
 // stay in the per-core L2 (2 MiB on the machines measured) next to the x rows.
 constexpr int64_t kPanelBytes = 512 * 1024;
-// Below this many multiply-adds (a few microseconds on one core) waking the
-// thread team costs more than it saves; with OMP_WAIT_POLICY=passive a wake-up
-// alone takes tens of microseconds.
-constexpr int64_t kMinParallelMacs = int64_t{1} << 17;
-
-// Lanes [0, n) set: the last, partial chunk of a row reads only its n floats
-// and sees zeros in the other lanes (0 * 0 added leaves a lane sum unchanged).
-__m256i FirstLanes(int64_t n) {
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-
-// ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)), the order gemm.h documents.
-float SumLanes(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));  // l0+l4 .. l3+l7
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));                                         // (0+4)+(2+6), (1+5)+(3+7)
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
-// One step of 8 terms for every accumulator: acc[r][c] += x_r * w_c, lane by
-// lane. The side with fewer vectors is loaded first and kept in registers,
-// the other side streams through one register, so R * C + min(R, C) + 1
-// registers suffice (at most 16 for the shapes MainTile picks). The branches
-// differ only in the order of updates to independent accumulators.
-template <int R, int C, typename LoadX, typename LoadW>
-inline __attribute__((always_inline)) void Step(__m256 (&acc)[R][C], LoadX load_x, LoadW load_w) {
-  if constexpr (C <= R) {
-    __m256 wv[C];
-#pragma GCC unroll 8
-    for (int c = 0; c < C; ++c) wv[c] = load_w(c);
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      const __m256 xv = load_x(r);
-#pragma GCC unroll 8
-      for (int c = 0; c < C; ++c) acc[r][c] = _mm256_fmadd_ps(xv, wv[c], acc[r][c]);
-    }
-  } else {
-    __m256 xv[R];
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) xv[r] = load_x(r);
-#pragma GCC unroll 8
-    for (int c = 0; c < C; ++c) {
-      const __m256 wv = load_w(c);
-#pragma GCC unroll 8
-      for (int r = 0; r < R; ++r) acc[r][c] = _mm256_fmadd_ps(xv[r], wv, acc[r][c]);
-    }
-  }
-}
 
 // One R x C block of out. x: [R, in] (row stride in); w: [C, in] (row stride
 // in); bias: [C] or nullptr; out: [R, out_stride], the block's first element.
 template <int R, int C>
-void DotTile(const float* x, const float* w, int64_t in, const float* bias, bool accumulate, float* out,
-             int64_t out_stride) {
-  __m256 acc[R][C];
+void LinearTile(const float* x, const float* w, int64_t in, const float* bias, bool accumulate, float* out,
+                int64_t out_stride) {
+  const float* rows[C];
 #pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) {
-#pragma GCC unroll 8
-    for (int c = 0; c < C; ++c) acc[r][c] = _mm256_setzero_ps();
-  }
-  const int64_t full = in - in % kLanes;
-  for (int64_t k = 0; k < full; k += kLanes) {
-    Step<R, C>(acc, [&](int r) { return _mm256_loadu_ps(x + r * in + k); },
-               [&](int c) { return _mm256_loadu_ps(w + c * in + k); });
-  }
-  if (full < in) {
-    const __m256i mask = FirstLanes(in - full);
-    Step<R, C>(acc, [&](int r) { return _mm256_maskload_ps(x + r * in + full, mask); },
-               [&](int c) { return _mm256_maskload_ps(w + c * in + full, mask); });
-  }
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) {
-#pragma GCC unroll 8
-    for (int c = 0; c < C; ++c) {
-      float y = SumLanes(acc[r][c]);
-      if (bias != nullptr) y = y + bias[c];
-      float* o = out + r * out_stride + c;
-      *o = accumulate ? *o + y : y;
-    }
-  }
+  for (int c = 0; c < C; ++c) rows[c] = w + c * in;
+  DotTile<R, C>(x, in, rows, [&](int r, int c, float dot) {
+    float y = dot;
+    if (bias != nullptr) y = y + bias[c];
+    float* o = out + r * out_stride + c;
+    *o = accumulate ? *o + y : y;
+  });
 }
 
-// DotTile<rows, cols> for 1..4 rows and 1..8 columns: the main shapes of
+// LinearTile<rows, cols> for 1..4 rows and 1..8 columns: the main shapes of
 // MainTile and every remainder of them.
 using TileFn = void (*)(const float*, const float*, int64_t, const float*, bool, float*, int64_t);
 
 template <int R, int... Cs>
 constexpr TileFn TileFor(int cols, std::integer_sequence<int, Cs...>) {
   TileFn fn = nullptr;
-  ((fn = (cols == Cs + 1) ? &DotTile<R, Cs + 1> : fn), ...);
+  ((fn = (cols == Cs + 1) ? &LinearTile<R, Cs + 1> : fn), ...);
   return fn;
 }
 

@@ -1,7 +1,9 @@
 """Shared helpers of the observability and container checks (tests/deploy/obs_*_test.py
 and tests/integration/dashboard_queries_test.py).
 
-- Checks: a tiny runner whose last line is "N passed, N failed".
+- Checks: a tiny runner whose last line is "N passed, N failed", and skip()
+  (exit 77). The Python integration tests (tests/integration/*_test.py) use
+  these two as well, so every Python test reports the same way.
 - The Grafana dashboards: their panel and variable queries, and Grafana's
   variables substituted the way Grafana does for "All" selections, so the
   expressions can go to promtool or to Prometheus's query API.
@@ -25,7 +27,7 @@ DEPLOY = os.path.join(ROOT, "deploy")
 DASHBOARD_DIR = os.path.join(DEPLOY, "grafana", "dashboards")
 RULE_FILES = [os.path.join(DEPLOY, "prometheus", "rules", name)
               for name in ("polar-recording.yml", "polar-alerts.yml")]
-SKIP_EXIT_CODE = 77
+SKIP_EXIT_CODE = 77  # ctest's SKIP_RETURN_CODE for these tests
 
 
 def skip(reason):
@@ -49,6 +51,12 @@ class Checks:
         else:
             self.passed += 1
             print(f"PASS {name} ({time.monotonic() - started:.2f} s)", flush=True)
+
+    def setup_failed(self):
+        """Called in the `except` around a script's setup and checks: the
+        exception, raised outside any one check, fails the run as "FAIL setup"."""
+        self.failed += 1
+        print(f"FAIL setup:\n{traceback.format_exc()}", flush=True)
 
     def finish(self):
         print(f"{self.passed} passed, {self.failed} failed", flush=True)

@@ -28,58 +28,10 @@
 #include "gtest/gtest.h"
 #include "kernels/cpu/gather_mlp.h"
 #include "kernels/cpu/half.h"
+#include "tests/gpu/gpu_test_util.h"
 
 namespace polar::kernels::cuda {
 namespace {
-
-bool HaveCudaDevice() {
-  int count = 0;
-  return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
-}
-
-#define SKIP_WITHOUT_GPU()                                                                   \
-  if (!HaveCudaDevice())                                                                     \
-  GTEST_SKIP() << "no CUDA device here: this test runs on the GPU machine (ctest -L gpu)"
-
-// Device memory that frees itself.
-class DeviceBuffer {
- public:
-  DeviceBuffer() = default;
-  explicit DeviceBuffer(size_t bytes) : bytes_(bytes) {
-    if (cudaMalloc(&ptr_, std::max<size_t>(bytes, 256)) != cudaSuccess) ptr_ = nullptr;
-  }
-  ~DeviceBuffer() { cudaFree(ptr_); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  DeviceBuffer(DeviceBuffer&& o) noexcept : ptr_(o.ptr_), bytes_(o.bytes_) { o.ptr_ = nullptr; }
-  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
-    std::swap(ptr_, o.ptr_);
-    std::swap(bytes_, o.bytes_);
-    return *this;
-  }
-  template <typename T>
-  static DeviceBuffer From(const std::vector<T>& host) {
-    DeviceBuffer b(host.size() * sizeof(T));
-    if (b.ptr_ != nullptr && !host.empty()) cudaMemcpy(b.ptr_, host.data(), b.bytes_, cudaMemcpyHostToDevice);
-    return b;
-  }
-  template <typename T>
-  std::vector<T> To(size_t n) const {
-    std::vector<T> host(n);
-    if (n > 0) EXPECT_EQ(cudaMemcpy(host.data(), ptr_, n * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
-    return host;
-  }
-  void* get() const { return ptr_; }
-  size_t bytes() const { return bytes_; }
-
- private:
-  void* ptr_ = nullptr;
-  size_t bytes_ = 0;
-};
-
-uint16_t ToBits(float x, MlpDtype dtype) { return dtype == MlpDtype::kFp16 ? cpu::Fp32ToFp16(x) : cpu::Fp32ToBf16(x); }
-float FromBits(uint16_t x, MlpDtype dtype) { return dtype == MlpDtype::kFp16 ? cpu::Fp16ToFp32(x) : cpu::Bf16ToFp32(x); }
-const char* Name(MlpDtype dtype) { return dtype == MlpDtype::kFp16 ? "fp16" : "bf16"; }
 
 // A tensor rounded to the 16-bit type: the bits the GPU reads and the same
 // values as floats for the CPU.
@@ -298,7 +250,7 @@ std::vector<int32_t> AllNeurons(int ffn) {
 // Returns the GPU result.
 GpuResult CheckAgainstCpu(const Mlp& m, const MlpRun& r, const std::vector<int32_t>& idx, Workspace& ws, uint64_t seed) {
   const int k = static_cast<int>(idx.size());
-  SCOPED_TRACE(std::string(Name(m.dtype)) + " hidden=" + std::to_string(m.hidden) + " ffn=" + std::to_string(m.ffn) +
+  SCOPED_TRACE(std::string(DtypeName(m.dtype)) + " hidden=" + std::to_string(m.hidden) + " ffn=" + std::to_string(m.ffn) +
                " rows=" + std::to_string(r.rows) + " k=" + std::to_string(k) + (r.biases ? "" : " no biases") +
                (r.accumulate ? " accumulate" : "") + " splits=" + std::to_string(r.fc1_splits) + "/" +
                std::to_string(r.fc2_splits));
@@ -330,7 +282,7 @@ GpuResult CheckAgainstCpu(const Mlp& m, const MlpRun& r, const std::vector<int32
 // h with the unselected neurons zeroed equals the sparse y.
 void CheckAgainstDenseWithMask(const Mlp& m, int rows, const std::vector<int32_t>& idx, Workspace& ws, uint64_t seed) {
   const int k = static_cast<int>(idx.size());
-  SCOPED_TRACE(std::string(Name(m.dtype)) + " dense-with-mask rows=" + std::to_string(rows) + " k=" + std::to_string(k));
+  SCOPED_TRACE(std::string(DtypeName(m.dtype)) + " dense-with-mask rows=" + std::to_string(rows) + " k=" + std::to_string(k));
   const Tensor x = RandomTensor(static_cast<size_t>(rows) * m.hidden, 1.0f, m.dtype, seed);
   const Tensor y0 = RandomTensor(static_cast<size_t>(rows) * m.hidden, 1.0f, m.dtype, seed + 1);
   MlpRun sparse{rows, &idx};

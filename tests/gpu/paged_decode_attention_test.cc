@@ -18,55 +18,11 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "kernels/cpu/half.h"
 #include "kernels/cpu/paged_attention.h"
+#include "tests/gpu/gpu_test_util.h"
 
 namespace polar::kernels::cuda {
 namespace {
-
-bool HaveCudaDevice() {
-  int count = 0;
-  return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
-}
-
-#define SKIP_WITHOUT_GPU()                                                                   \
-  if (!HaveCudaDevice())                                                                     \
-  GTEST_SKIP() << "no CUDA device here: this test runs on the GPU machine (ctest -L gpu)"
-
-// Device memory that frees itself.
-class DeviceBuffer {
- public:
-  explicit DeviceBuffer(size_t bytes) : bytes_(bytes) {
-    if (cudaMalloc(&ptr_, std::max<size_t>(bytes, 256)) != cudaSuccess) ptr_ = nullptr;
-  }
-  ~DeviceBuffer() { cudaFree(ptr_); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  template <typename T>
-  static DeviceBuffer From(const std::vector<T>& host) {
-    DeviceBuffer b(host.size() * sizeof(T));
-    if (b.ptr_ != nullptr && !host.empty()) {
-      cudaMemcpy(b.ptr_, host.data(), b.bytes_, cudaMemcpyHostToDevice);
-    }
-    return b;
-  }
-  DeviceBuffer(DeviceBuffer&& o) noexcept : ptr_(o.ptr_), bytes_(o.bytes_) { o.ptr_ = nullptr; }
-  void* get() const { return ptr_; }
-  template <typename T>
-  const T* as() const { return static_cast<const T*>(ptr_); }
-
- private:
-  void* ptr_ = nullptr;
-  size_t bytes_ = 0;
-};
-
-uint16_t ToHalfBits(float x, AttentionDtype dtype) {
-  return dtype == AttentionDtype::kFp16 ? cpu::Fp32ToFp16(x) : cpu::Fp32ToBf16(x);
-}
-float FromHalfBits(uint16_t x, AttentionDtype dtype) {
-  return dtype == AttentionDtype::kFp16 ? cpu::Fp16ToFp32(x) : cpu::Bf16ToFp32(x);
-}
-const char* Name(AttentionDtype dtype) { return dtype == AttentionDtype::kFp16 ? "fp16" : "bf16"; }
 
 // Selection of one sequence: kAll, kNone, or a count of random distinct groups.
 constexpr int kAll = -1;
@@ -112,8 +68,8 @@ Inputs MakeInputs(const Case& c, uint32_t seed) {
     bits.resize(n);
     f.resize(n);
     for (size_t i = 0; i < n; ++i) {
-      bits[i] = ToHalfBits(normal(rng), c.dtype);
-      f[i] = FromHalfBits(bits[i], c.dtype);
+      bits[i] = ToBits(normal(rng), c.dtype);
+      f[i] = FromBits(bits[i], c.dtype);
     }
   };
   // Every cache slot gets random data, spare blocks too: a kernel reading the
@@ -197,7 +153,7 @@ std::vector<float> RunGpu(const Case& c, const Inputs& in, bool use_selection) {
   EXPECT_EQ(cudaMemcpy(bits.data(), out.get(), out_elems * sizeof(uint16_t), cudaMemcpyDeviceToHost),
             cudaSuccess);
   std::vector<float> result(out_elems);
-  for (size_t i = 0; i < out_elems; ++i) result[i] = FromHalfBits(bits[i], c.dtype);
+  for (size_t i = 0; i < out_elems; ++i) result[i] = FromBits(bits[i], c.dtype);
   return result;
 }
 
@@ -284,7 +240,7 @@ double CompareRows(const Case& c, const Inputs& in, const std::vector<float>& go
 }
 
 std::string Describe(const Case& c) {
-  return std::string(Name(c.dtype)) + (c.layout == KvLayout::kHND ? " HND" : " NHD") + " Hq=" + std::to_string(c.num_q_heads) +
+  return std::string(DtypeName(c.dtype)) + (c.layout == KvLayout::kHND ? " HND" : " NHD") + " Hq=" + std::to_string(c.num_q_heads) +
          " Hkv=" + std::to_string(c.num_kv_heads) + " D=" + std::to_string(c.head_dim) +
          " bs=" + std::to_string(c.block_size) + " seqs=" + std::to_string(c.context_lens.size());
 }

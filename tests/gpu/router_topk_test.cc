@@ -19,51 +19,11 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "kernels/cpu/half.h"
 #include "kernels/cpu/head_select.h"
+#include "tests/gpu/gpu_test_util.h"
 
 namespace polar::kernels::cuda {
 namespace {
-
-bool HaveCudaDevice() {
-  int count = 0;
-  return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
-}
-
-#define SKIP_WITHOUT_GPU()                                                                   \
-  if (!HaveCudaDevice())                                                                     \
-  GTEST_SKIP() << "no CUDA device here: this test runs on the GPU machine (ctest -L gpu)"
-
-// Device memory that frees itself.
-class DeviceBuffer {
- public:
-  explicit DeviceBuffer(size_t bytes) : bytes_(bytes) {
-    if (cudaMalloc(&ptr_, std::max<size_t>(bytes, 256)) != cudaSuccess) ptr_ = nullptr;
-  }
-  ~DeviceBuffer() { cudaFree(ptr_); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  DeviceBuffer(DeviceBuffer&& o) noexcept : ptr_(o.ptr_), bytes_(o.bytes_) { o.ptr_ = nullptr; }
-  template <typename T>
-  static DeviceBuffer From(const std::vector<T>& host) {
-    DeviceBuffer b(host.size() * sizeof(T));
-    if (b.ptr_ != nullptr && !host.empty()) cudaMemcpy(b.ptr_, host.data(), b.bytes_, cudaMemcpyHostToDevice);
-    return b;
-  }
-  template <typename T>
-  std::vector<T> To(size_t n) const {
-    std::vector<T> host(n);
-    if (n > 0) EXPECT_EQ(cudaMemcpy(host.data(), ptr_, n * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
-    return host;
-  }
-  void* get() const { return ptr_; }
-  template <typename T>
-  T* as() const { return static_cast<T*>(ptr_); }
-
- private:
-  void* ptr_ = nullptr;
-  size_t bytes_ = 0;
-};
 
 // ---------------------------------------------------------------------------
 // Top-k
@@ -254,13 +214,6 @@ TEST(RouterTopKGpuTest, RejectsInconsistentShapes) {
 // Scores GEMM
 // ---------------------------------------------------------------------------
 
-uint16_t ToBits(float x, RouterDtype dtype) {
-  return dtype == RouterDtype::kFp16 ? cpu::Fp32ToFp16(x) : cpu::Fp32ToBf16(x);
-}
-float FromBits(uint16_t x, RouterDtype dtype) {
-  return dtype == RouterDtype::kFp16 ? cpu::Fp16ToFp32(x) : cpu::Bf16ToFp32(x);
-}
-
 struct ScoreInputs {
   std::vector<uint16_t> x, w;  // device bits
   std::vector<float> x_f, w_f, bias;
@@ -322,7 +275,7 @@ TEST(RouterScoresGpuTest, MatchesFp32Reference) {
     ASSERT_EQ(CreateRouterScoresPlan({c.dtype, c.hidden, c.heads}, &plan), cudaSuccess);
     for (int rows : {1, 3, 64, 128}) {
       for (bool bias : {true, false}) {
-        SCOPED_TRACE(std::string(c.dtype == RouterDtype::kFp16 ? "fp16" : "bf16") + " hidden=" +
+        SCOPED_TRACE(std::string(DtypeName(c.dtype)) + " hidden=" +
                      std::to_string(c.hidden) + " heads=" + std::to_string(c.heads) + " rows=" + std::to_string(rows) +
                      (bias ? " bias" : " no bias"));
         const ScoreInputs in = MakeScoreInputs(c.dtype, rows, c.hidden, c.heads, seed++);

@@ -10,19 +10,16 @@
 #include <sstream>
 
 #include "gtest/gtest.h"
+#include "tests/integration/runner_test_util.h"
 
 namespace polar {
 namespace {
 
 std::unique_ptr<ModelRunner> Open(const std::string& routers = "") {
-  absl::StatusOr<Checkpoint> ck = OpenCheckpoint("synth:tiny-llama3");
-  EXPECT_TRUE(ck.ok()) << ck.status();
   RunnerOptions options;
   options.num_kv_blocks = 512;
   options.head_routers = routers;
-  absl::StatusOr<std::unique_ptr<ModelRunner>> runner = ModelRunner::Create(std::move(*ck), options);
-  EXPECT_TRUE(runner.ok()) << runner.status();
-  return runner.ok() ? std::move(*runner) : nullptr;
+  return testing::OpenRunner("synth:tiny-llama3", options);
 }
 
 std::string ReadBytes(const std::string& path) {

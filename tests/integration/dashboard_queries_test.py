@@ -41,9 +41,6 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
-import urllib.parse
-import urllib.request
 
 import grpc
 import yaml
@@ -51,7 +48,7 @@ import yaml
 from polar.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, worker_pb2, worker_pb2_grpc
 
 from python_client_test import Process, check_prerequisites, field, metric_value, scrape, skip
-from prometheus_scrape_test import free_port, http_json
+from prometheus_scrape_test import Prometheus, wait_until
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "deploy"))
 import obs_lib  # noqa: E402
@@ -124,91 +121,30 @@ def start_worker(bin_dir, log_dir, name, args):
     return process, field(line, "grpc"), field(line, "metrics")
 
 
-def wait_until(description, predicate, timeout, period=0.25):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{description}: not within {timeout} s")
-        time.sleep(period)
-
-
-class Prometheus:
-    """Debian's Prometheus with deploy/prometheus/prometheus.yml, its targets
-    replaced by `targets` ({job: [host:port]}) and intervals set to 1 s."""
-
-    def __init__(self, binary, targets, work_dir):
-        source = os.path.join(obs_lib.DEPLOY, "prometheus", "prometheus.yml")
-        with open(source) as f:
-            config = yaml.safe_load(f)
-        config["global"]["scrape_interval"] = "1s"
-        config["global"]["evaluation_interval"] = "1s"
-        config["rule_files"] = [os.path.normpath(os.path.join(os.path.dirname(source), p))
-                                for p in config["rule_files"]]
-        jobs = []
-        for job in config["scrape_configs"]:
-            if job["job_name"] not in targets:
-                continue  # Prometheus's own job
-            for key in [k for k in job if k.endswith("_sd_configs") or k == "static_configs"]:
-                del job[key]
-            job["static_configs"] = [{"targets": targets[job["job_name"]]}]
-            jobs.append(job)
-        missing = set(targets) - {j["job_name"] for j in jobs}
-        if missing:
-            raise AssertionError(f"prometheus.yml has no job {sorted(missing)}")
-        config["scrape_configs"] = jobs
-        config_path = os.path.join(work_dir, "prometheus.yml")
-        with open(config_path, "w") as f:
-            yaml.safe_dump(config, f)
-        self.address = f"127.0.0.1:{free_port()}"
-        self.log_path = os.path.join(work_dir, "prometheus.log")
-        self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(
-            [binary, f"--config.file={config_path}", f"--storage.tsdb.path={os.path.join(work_dir, 'data')}",
-             f"--web.listen-address={self.address}"], stdout=self._log, stderr=subprocess.STDOUT)
-
-    def ready(self):
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"prometheus exited ({self.proc.returncode}): {self.log_tail()}")
-        try:
-            with urllib.request.urlopen(f"http://{self.address}/-/ready", timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
-    def api(self, path, params):
-        body = http_json(f"http://{self.address}/api/v1/{path}?" + urllib.parse.urlencode(params, doseq=True))
-        if body.get("status") != "success":
-            raise RuntimeError(f"{path} {params}: {body}")
-        return body["data"]
-
-    def query(self, expr):
-        """[(labels, value)] of an instant query (vectors and scalars)."""
-        data = self.api("query", {"query": expr})
-        if data["resultType"] == "scalar":
-            return [({}, float(data["result"][1]))]
-        return [(s["metric"], float(s["value"][1])) for s in data["result"]]
-
-    def rule_health(self):
-        groups = self.api("rules", {})["groups"]
-        return [(r.get("name"), r.get("health"), r.get("lastError")) for g in groups for r in g["rules"]]
-
-    def log_tail(self):
-        self._log.flush()
-        with open(self.log_path) as f:
-            return "".join(f.readlines()[-10:])
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
+def project_prometheus_config(targets):
+    """deploy/prometheus/prometheus.yml as text, its targets replaced by
+    `targets` ({job: [host:port]}), intervals set to 1 s and the rule files'
+    paths made absolute."""
+    source = os.path.join(obs_lib.DEPLOY, "prometheus", "prometheus.yml")
+    with open(source) as f:
+        config = yaml.safe_load(f)
+    config["global"]["scrape_interval"] = "1s"
+    config["global"]["evaluation_interval"] = "1s"
+    config["rule_files"] = [os.path.normpath(os.path.join(os.path.dirname(source), p))
+                            for p in config["rule_files"]]
+    jobs = []
+    for job in config["scrape_configs"]:
+        if job["job_name"] not in targets:
+            continue  # Prometheus's own job
+        for key in [k for k in job if k.endswith("_sd_configs") or k == "static_configs"]:
+            del job[key]
+        job["static_configs"] = [{"targets": targets[job["job_name"]]}]
+        jobs.append(job)
+    missing = set(targets) - {j["job_name"] for j in jobs}
+    if missing:
+        raise AssertionError(f"prometheus.yml has no job {sorted(missing)}")
+    config["scrape_configs"] = jobs
+    return yaml.safe_dump(config)
 
 
 # ---- load ----
@@ -344,9 +280,9 @@ def main():
         wait_until("the gateway has a ready worker", lambda: metric_value(scrape(g_metrics), "polar_workers_ready") >= 1,
                    300)
 
-        prometheus = Prometheus(prometheus_binary, {"polar-gateway": [g_metrics],
-                                                    "polar-worker": [a_metrics, b_metrics]}, work_dir)
-        wait_until("prometheus ready", prometheus.ready, 60)
+        prometheus = Prometheus(prometheus_binary, project_prometheus_config(
+            {"polar-gateway": [g_metrics], "polar-worker": [a_metrics, b_metrics]}), work_dir)
+        prometheus.wait_until_ready(60)
         wait_until("every target up", lambda: (r := prometheus.query('up{job=~"polar-.*"} == 1')) and len(r) == 3, 60)
 
         load = Load(g_grpc, b_grpc)
@@ -424,8 +360,7 @@ def main():
 
         checks.run("load_without_errors", load_without_errors)
     except Exception:
-        checks.failed += 1
-        print(f"FAIL setup:\n{traceback.format_exc()}", flush=True)
+        checks.setup_failed()
     finally:
         if load is not None:
             load.stop()

@@ -4,7 +4,6 @@
 // logits whatever it is batched with, at whatever densities its neighbours
 // run; sparse decoding really changes the result; the per-layer counters
 // count the heads computed; bad densities are clear errors.
-#include <cstring>
 #include <filesystem>
 #include <random>
 
@@ -12,20 +11,21 @@
 #include "engine/runtime/model_runner.h"
 #include "engine/runtime/sparsity_eval.h"
 #include "gtest/gtest.h"
+#include "tests/integration/runner_test_util.h"
 
 namespace polar {
 namespace {
 
+using testing::BitEqual;
+using testing::DecodeLogits;
+using testing::RandomSeqs;
+using testing::Seq;
+
 std::unique_ptr<ModelRunner> Open(const std::string& path, const std::string& routers = "") {
-  absl::StatusOr<Checkpoint> ck = OpenCheckpoint(path);
-  EXPECT_TRUE(ck.ok()) << ck.status();
-  if (!ck.ok()) return nullptr;
   RunnerOptions options;
   options.head_routers = routers;
   options.num_kv_blocks = 256;
-  absl::StatusOr<std::unique_ptr<ModelRunner>> runner = ModelRunner::Create(std::move(*ck), options);
-  EXPECT_TRUE(runner.ok()) << runner.status();
-  return runner.ok() ? std::move(*runner) : nullptr;
+  return testing::OpenRunner(path, options);
 }
 
 HeadRouters RandomRouters(const ModelConfig& config, uint32_t seed, float default_density) {
@@ -44,69 +44,13 @@ HeadRouters RandomRouters(const ModelConfig& config, uint32_t seed, float defaul
   return r;
 }
 
-std::string TempPath(const std::string& name) {
-  return (std::filesystem::temp_directory_path() / ("polar_head_sparsity_" + std::to_string(getpid()) + "_" + name))
-      .string();
-}
-
-// One sequence of the decode experiment: its prompt, the tokens it is fed
-// afterwards (teacher-forced, one per step) and its density.
-struct Seq {
-  std::vector<int32_t> prompt, fed;
-  float density = 1.0f;
-};
-
-std::vector<Seq> RandomSeqs(int64_t vocab, const std::vector<float>& densities, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_int_distribution<int32_t> token(0, static_cast<int32_t>(vocab) - 1);
-  std::vector<Seq> seqs;
-  for (size_t i = 0; i < densities.size(); ++i) {
-    Seq s;
-    for (size_t t = 0; t < 5 + 7 * i; ++t) s.prompt.push_back(token(rng));
-    for (int t = 0; t < 6; ++t) s.fed.push_back(token(rng));
-    s.density = densities[i];
-    seqs.push_back(s);
-  }
-  return seqs;
-}
-
-// Prefills every sequence, then runs one decode step per fed token with the
-// sequences in `group` together; returns per sequence its decode logits
-// ([steps * vocab]).
-std::vector<std::vector<float>> DecodeLogits(ModelRunner& runner, const std::vector<Seq>& seqs,
-                                             const std::vector<size_t>& group) {
-  const int64_t vocab = runner.config().vocab_size;
-  std::vector<std::vector<float>> out(seqs.size());
-  std::vector<SequenceKv> kv;
-  for (size_t i = 0; i < seqs.size(); ++i) kv.emplace_back(runner.kv_layout().block_size);
-  std::vector<float> logits;
-  runner.ClearStep();
-  for (size_t i : group) EXPECT_TRUE(runner.AddToStep(kv[i], seqs[i].prompt, false, seqs[i].density).ok());
-  EXPECT_TRUE(runner.RunStep(logits).ok());
-  for (size_t t = 0; t < seqs[group[0]].fed.size(); ++t) {
-    runner.ClearStep();
-    for (size_t i : group) {
-      EXPECT_TRUE(runner.AddToStep(kv[i], std::span(&seqs[i].fed[t], 1), true, seqs[i].density).ok());
-    }
-    EXPECT_TRUE(runner.RunStep(logits).ok());
-    for (size_t j = 0; j < group.size(); ++j) {
-      out[group[j]].insert(out[group[j]].end(), logits.begin() + j * vocab, logits.begin() + (j + 1) * vocab);
-    }
-  }
-  for (SequenceKv& k : kv) k.Release(runner.kv_allocator());
-  return out;
-}
-
-bool BitEqual(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
-}
-
 class HeadSparsityTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
     dense_ = Open(GetParam());
     ASSERT_NE(dense_, nullptr);
-    routers_path_ = TempPath(std::to_string(std::hash<std::string>{}(GetParam())) + ".safetensors");
+    routers_path_ = testing::TempPath("polar_head_sparsity_",
+                                      std::to_string(std::hash<std::string>{}(GetParam())) + ".safetensors");
     ASSERT_TRUE(RandomRouters(dense_->config(), 5, 0.5f).Save(routers_path_).ok());
     sparse_ = Open(GetParam(), routers_path_);
     ASSERT_NE(sparse_, nullptr);

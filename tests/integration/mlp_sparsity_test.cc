@@ -11,7 +11,6 @@
 #include <omp.h>
 
 #include <chrono>
-#include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <random>
@@ -21,21 +20,22 @@
 #include "engine/runtime/mlp_calibration.h"
 #include "engine/runtime/model_runner.h"
 #include "gtest/gtest.h"
+#include "tests/integration/runner_test_util.h"
 
 namespace polar {
 namespace {
 
+using testing::BitEqual;
+using testing::DecodeLogits;
+using testing::RandomSeqs;
+using testing::Seq;
+
 std::unique_ptr<ModelRunner> Open(const std::string& path, const std::string& mlp_routers = "", int threads = 0) {
-  absl::StatusOr<Checkpoint> ck = OpenCheckpoint(path);
-  EXPECT_TRUE(ck.ok()) << ck.status();
-  if (!ck.ok()) return nullptr;
   RunnerOptions options;
   options.mlp_routers = mlp_routers;
   options.num_kv_blocks = 256;
   options.threads = threads;
-  absl::StatusOr<std::unique_ptr<ModelRunner>> runner = ModelRunner::Create(std::move(*ck), options);
-  EXPECT_TRUE(runner.ok()) << runner.status();
-  return runner.ok() ? std::move(*runner) : nullptr;
+  return testing::OpenRunner(path, options);
 }
 
 // Random low-rank routers keeping `k` neurons in every bucket.
@@ -52,66 +52,14 @@ MlpRouters RandomRouters(const ModelConfig& config, uint32_t seed, int32_t k) {
   return r;
 }
 
-std::string TempPath(const std::string& name) {
-  return (std::filesystem::temp_directory_path() / ("polar_mlp_sparsity_" + std::to_string(getpid()) + "_" + name))
-      .string();
-}
-
-struct Seq {
-  std::vector<int32_t> prompt, fed;
-  float density = 1.0f;
-};
-
-std::vector<Seq> RandomSeqs(int64_t vocab, const std::vector<float>& densities, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_int_distribution<int32_t> token(0, static_cast<int32_t>(vocab) - 1);
-  std::vector<Seq> seqs;
-  for (size_t i = 0; i < densities.size(); ++i) {
-    Seq s;
-    for (size_t t = 0; t < 5 + 7 * i; ++t) s.prompt.push_back(token(rng));
-    for (int t = 0; t < 6; ++t) s.fed.push_back(token(rng));
-    s.density = densities[i];
-    seqs.push_back(s);
-  }
-  return seqs;
-}
-
-// Prefills every sequence together, then one decode step per fed token with
-// all of them; per sequence its decode logits ([steps * vocab]).
-std::vector<std::vector<float>> DecodeLogits(ModelRunner& runner, const std::vector<Seq>& seqs) {
-  const int64_t vocab = runner.config().vocab_size;
-  std::vector<std::vector<float>> out(seqs.size());
-  std::vector<SequenceKv> kv;
-  for (size_t i = 0; i < seqs.size(); ++i) kv.emplace_back(runner.kv_layout().block_size);
-  std::vector<float> logits;
-  runner.ClearStep();
-  for (size_t i = 0; i < seqs.size(); ++i) EXPECT_TRUE(runner.AddToStep(kv[i], seqs[i].prompt, false, seqs[i].density).ok());
-  EXPECT_TRUE(runner.RunStep(logits).ok());
-  for (size_t t = 0; t < seqs[0].fed.size(); ++t) {
-    runner.ClearStep();
-    for (size_t i = 0; i < seqs.size(); ++i) {
-      EXPECT_TRUE(runner.AddToStep(kv[i], std::span(&seqs[i].fed[t], 1), true, seqs[i].density).ok());
-    }
-    EXPECT_TRUE(runner.RunStep(logits).ok());
-    for (size_t i = 0; i < seqs.size(); ++i) {
-      out[i].insert(out[i].end(), logits.begin() + i * vocab, logits.begin() + (i + 1) * vocab);
-    }
-  }
-  for (SequenceKv& k : kv) k.Release(runner.kv_allocator());
-  return out;
-}
-
-bool BitEqual(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
-}
-
 class MlpSparsityTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
     dense_ = Open(GetParam());
     ASSERT_NE(dense_, nullptr);
     ffn_ = static_cast<int32_t>(dense_->config().intermediate_size);
-    routers_path_ = TempPath(std::to_string(std::hash<std::string>{}(GetParam())) + ".safetensors");
+    routers_path_ = testing::TempPath("polar_mlp_sparsity_",
+                                      std::to_string(std::hash<std::string>{}(GetParam())) + ".safetensors");
     ASSERT_TRUE(RandomRouters(dense_->config(), 5, ffn_ / 4).Save(routers_path_).ok());
     sparse_ = Open(GetParam(), routers_path_);
     ASSERT_NE(sparse_, nullptr);
@@ -120,7 +68,8 @@ class MlpSparsityTest : public ::testing::TestWithParam<std::string> {
 
   // A runner with other routers (written to a file of its own).
   std::unique_ptr<ModelRunner> WithRouters(const MlpRouters& routers, const std::string& name) {
-    const std::string path = TempPath(name + std::to_string(std::hash<std::string>{}(GetParam())));
+    const std::string path =
+        testing::TempPath("polar_mlp_sparsity_", name + std::to_string(std::hash<std::string>{}(GetParam())));
     EXPECT_TRUE(routers.Save(path).ok());
     std::unique_ptr<ModelRunner> runner = Open(GetParam(), path);
     std::filesystem::remove(path);

@@ -10,17 +10,13 @@
 #include <random>
 
 #include "gtest/gtest.h"
+#include "tests/integration/runner_test_util.h"
 
 namespace polar {
 namespace {
 
 std::unique_ptr<ModelRunner> Open(const std::string& path, RunnerOptions options = {}) {
-  absl::StatusOr<Checkpoint> ck = OpenCheckpoint(path);
-  EXPECT_TRUE(ck.ok()) << ck.status();
-  if (!ck.ok()) return nullptr;
-  absl::StatusOr<std::unique_ptr<ModelRunner>> runner = ModelRunner::Create(std::move(*ck), options);
-  EXPECT_TRUE(runner.ok()) << runner.status();
-  return runner.ok() ? std::move(*runner) : nullptr;
+  return testing::OpenRunner(path, options);
 }
 
 std::vector<GenerationRequest> MixedRequests(int64_t vocab, uint32_t seed) {
@@ -101,7 +97,7 @@ TEST(ModelRunnerTest, KvExhaustionAndBadInputAreErrors) {
   r.prompt.assign(3, 3);
   r.params.max_tokens = 4;
   EXPECT_TRUE(runner->Generate(std::span(&r, 1), {}).ok());
-  r.prompt = {runner->config().vocab_size};  // out of range
+  r.prompt = {static_cast<int32_t>(runner->config().vocab_size)};  // out of range
   EXPECT_EQ(runner->Generate(std::span(&r, 1), {}).status().code(), absl::StatusCode::kInvalidArgument);
   r.prompt.clear();
   EXPECT_EQ(runner->Generate(std::span(&r, 1), {}).status().code(), absl::StatusCode::kInvalidArgument);

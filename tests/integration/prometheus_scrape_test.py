@@ -8,6 +8,8 @@ and asks Prometheus's query API for the throughput (generated tokens),
 latency (time-to-first-token quantile), per-layer attention-head and request
 series. Prometheus and the services are always stopped at the end.
 
+The Prometheus class and wait_until() are shared with dashboard_queries_test.py.
+
 Standard library + grpcio only. Run it through scripts/run-python-test (ctest
 does). Environment: POLAR_BIN_DIR, POLAR_DEFAULT_MODEL, and PROMETHEUS (the
 binary; default /usr/bin/prometheus). Exits 77 ("skipped: ...") when the
@@ -24,7 +26,6 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 import urllib.parse
 import urllib.request
 
@@ -47,17 +48,34 @@ def http_json(url, timeout=5):
         return json.load(response)
 
 
-class Prometheus:
-    """A Prometheus server on loopback with its own config and storage."""
+def wait_until(description, predicate, timeout, period=0.25):
+    """Polls `predicate` every `period` s until it returns a truthy value, which it returns."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{description}: not within {timeout} s")
+        time.sleep(period)
 
-    def __init__(self, binary, targets, work_dir):
-        # targets: {job name: "host:port" of a /metrics endpoint}
-        config = ["global:", "  scrape_interval: 1s", "  evaluation_interval: 1s", "scrape_configs:"]
-        for job, address in targets.items():
-            config += [f"  - job_name: {job}", "    static_configs:", f"      - targets: ['{address}']"]
+
+def scrape_config(targets):
+    """prometheus.yml text that scrapes {job name: "host:port" of a /metrics endpoint} every second."""
+    config = ["global:", "  scrape_interval: 1s", "  evaluation_interval: 1s", "scrape_configs:"]
+    for job, address in targets.items():
+        config += [f"  - job_name: {job}", "    static_configs:", f"      - targets: ['{address}']"]
+    return "\n".join(config) + "\n"
+
+
+class Prometheus:
+    """A Prometheus server on loopback with its own config and storage, and
+    the parts of its HTTP API the tests ask."""
+
+    def __init__(self, binary, config_text, work_dir):
         config_path = os.path.join(work_dir, "prometheus.yml")
         with open(config_path, "w") as f:
-            f.write("\n".join(config) + "\n")
+            f.write(config_text)
         self.address = f"127.0.0.1:{free_port()}"
         self.log_path = os.path.join(work_dir, "prometheus.log")
         self._log = open(self.log_path, "w")
@@ -80,18 +98,29 @@ class Prometheus:
             time.sleep(0.2)
         raise RuntimeError(f"prometheus not ready within {timeout} s: {self.log_tail()}")
 
-    def targets_health(self):
-        """{job: health} of the active targets ("up", "down", "unknown")."""
-        data = http_json(f"http://{self.address}/api/v1/targets")["data"]
-        return {t["labels"]["job"]: t["health"] for t in data["activeTargets"]}
-
-    def query(self, expression):
-        """The instant vector's samples as [(labels, value)]."""
-        url = f"http://{self.address}/api/v1/query?" + urllib.parse.urlencode({"query": expression})
+    def api(self, path, params=None):
+        """The "data" of a successful /api/v1/`path` answer."""
+        url = f"http://{self.address}/api/v1/{path}?" + urllib.parse.urlencode(params or {}, doseq=True)
         body = http_json(url)
         if body.get("status") != "success":
-            raise RuntimeError(f"query {expression!r} failed: {body}")
-        return [(s["metric"], float(s["value"][1])) for s in body["data"]["result"]]
+            raise RuntimeError(f"{path} {params}: {body}")
+        return body["data"]
+
+    def query(self, expression):
+        """[(labels, value)] of an instant query (vectors and scalars)."""
+        data = self.api("query", {"query": expression})
+        if data["resultType"] == "scalar":
+            return [({}, float(data["result"][1]))]
+        return [(s["metric"], float(s["value"][1])) for s in data["result"]]
+
+    def targets_health(self):
+        """{job: health} of the active targets ("up", "down", "unknown")."""
+        return {t["labels"]["job"]: t["health"] for t in self.api("targets")["activeTargets"]}
+
+    def rule_health(self):
+        """[(name, health, last error)] of every recording and alerting rule."""
+        groups = self.api("rules")["groups"]
+        return [(r.get("name"), r.get("health"), r.get("lastError")) for g in groups for r in g["rules"]]
 
     def log_tail(self):
         self._log.flush()
@@ -107,19 +136,6 @@ class Prometheus:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
-
-
-def wait_for(description, predicate, timeout):
-    """Polls `predicate` (returning a truthy value when satisfied) once a second."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while True:
-        last = predicate()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{description}: not within {timeout} s")
-        time.sleep(1)
 
 
 def send_requests(stub, count):
@@ -156,14 +172,15 @@ def main():
     prometheus = None
     try:
         services.start(bin_dir, model)
-        prometheus = Prometheus(prometheus_binary, {"polar-worker": services.worker_metrics,
-                                                    "polar-gateway": services.gateway_metrics}, work_dir)
+        prometheus = Prometheus(prometheus_binary, scrape_config({"polar-worker": services.worker_metrics,
+                                                                  "polar-gateway": services.gateway_metrics}),
+                                work_dir)
         prometheus.wait_until_ready()
 
         def both_targets_up():
-            health = wait_for("both scrape targets up",
-                              lambda: (h := prometheus.targets_health()) and
-                              all(h.get(job) == "up" for job in ("polar-worker", "polar-gateway")) and h, 30)
+            health = wait_until("both scrape targets up",
+                                lambda: (h := prometheus.targets_health()) and
+                                all(h.get(job) == "up" for job in ("polar-worker", "polar-gateway")) and h, 30, 1)
             print(f"  targets: {health}", flush=True)
 
         def requests_through_gateway():
@@ -177,7 +194,7 @@ def main():
                     samples = prometheus.query(expression)
                     return [s for s in samples if accept(s[1])]
 
-                samples = wait_for(f"{description} ({expression})", satisfied, SCRAPE_SETTLE_SECONDS)
+                samples = wait_until(f"{description} ({expression})", satisfied, SCRAPE_SETTLE_SECONDS, 1)
                 print(f"  {expression} -> {samples[:2]}", flush=True)
 
             return check
@@ -196,8 +213,7 @@ def main():
         checks.run("requests_series", series(
             "gateway requests", "sum(polar_requests_total)", lambda v: v >= 4))
     except Exception:
-        checks.failed += 1
-        print(f"FAIL setup:\n{traceback.format_exc()}", flush=True)
+        checks.setup_failed()
     finally:
         if prometheus is not None:
             prometheus.stop()

@@ -8,13 +8,16 @@ tokenizes, sends a malformed request (INVALID_ARGUMENT) and asks the standard
 grpc.health.v1 service (SERVING). Finally stops both with SIGTERM and checks
 they exit 0. This is issue 3's "a client in another language" acceptance.
 
-Standard library + grpcio only (no pytest), so it runs wherever the stubs do.
+Standard library + grpcio only (no pytest), so it runs wherever the stubs do;
+the check runner and skip() come from tests/deploy/obs_lib.py (standard
+library too), shared with the other Python tests.
 Run it through scripts/run-python-test (ctest does), which puts the stubs on
 PYTHONPATH. Environment: POLAR_BIN_DIR (polar-worker, polar-gateway),
 POLAR_DEFAULT_MODEL (a GGUF). Exits 77 ("skipped: ...") when the model or
 binaries are missing, non-zero when a check fails.
 
-The Services class is shared with prometheus_scrape_test.py.
+The Services class is shared with prometheus_scrape_test.py, Process and the
+/metrics helpers with dashboard_queries_test.py.
 """
 
 import os
@@ -25,19 +28,14 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 import urllib.request
 
 import grpc
 
 from polar.v1 import gateway_pb2, gateway_pb2_grpc
 
-SKIP_EXIT_CODE = 77  # ctest's SKIP_RETURN_CODE for these tests
-
-
-def skip(reason):
-    print(f"skipped: {reason}", flush=True)
-    sys.exit(SKIP_EXIT_CODE)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "deploy"))
+from obs_lib import Checks, skip  # noqa: E402  (re-exported to the other integration tests)
 
 
 def check_prerequisites():
@@ -176,28 +174,6 @@ def metric_value(text, name):
     return -1.0
 
 
-class Checks:
-    """A tiny test runner: each check is a function; failures are reported, not raised."""
-
-    def __init__(self):
-        self.passed = self.failed = 0
-
-    def run(self, name, function):
-        started = time.monotonic()
-        try:
-            function()
-        except Exception:  # any error fails this check only
-            self.failed += 1
-            print(f"FAIL {name}:\n{traceback.format_exc()}", flush=True)
-        else:
-            self.passed += 1
-            print(f"PASS {name} ({time.monotonic() - started:.2f} s)", flush=True)
-
-    def finish(self):
-        print(f"{self.passed} passed, {self.failed} failed", flush=True)
-        return 0 if self.failed == 0 else 1
-
-
 def chat_request():
     request = gateway_pb2.GenerateRequest(max_tokens=16)
     request.chat.messages.add(role="user", content="What is the capital of France?")
@@ -276,8 +252,7 @@ def main():
         checks.run("malformed_request_is_invalid_argument", malformed_request_is_invalid_argument)
         checks.run("health_serving", health_serving)
     except Exception:
-        checks.failed += 1
-        print(f"FAIL setup:\n{traceback.format_exc()}", flush=True)
+        checks.setup_failed()
     finally:
         if services is not None:
             codes = services.stop()

@@ -21,6 +21,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
+#include "tests/integration/runner_test_util.h"
 
 namespace polar {
 namespace {
@@ -30,12 +31,7 @@ constexpr absl::Duration kWaitLimit = absl::Minutes(10);
 std::string TinyModel(const char* name) { return std::string(POLAR_TEST_DATA_DIR) + "/models/" + name; }
 
 std::unique_ptr<ModelRunner> Open(const std::string& path, RunnerOptions options = {}) {
-  absl::StatusOr<Checkpoint> ck = OpenCheckpoint(path);
-  EXPECT_TRUE(ck.ok()) << ck.status();
-  if (!ck.ok()) return nullptr;
-  absl::StatusOr<std::unique_ptr<ModelRunner>> runner = ModelRunner::Create(std::move(*ck), options);
-  EXPECT_TRUE(runner.ok()) << runner.status();
-  return runner.ok() ? std::move(*runner) : nullptr;
+  return testing::OpenRunner(path, options);
 }
 
 // Collects the events of many sequences; thread-safe.

@@ -6,39 +6,35 @@
 // that WatchLoad streams reports, that /metrics exports the documented names
 // (and answers while the model still loads), and that SIGTERM lets an
 // in-flight request finish and exits 0.
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
-#include <fstream>
-#include <random>
-
-#include <httplib.h>
-
-#include "engine/model/head_routers.h"
-#include "engine/model/checkpoint.h"
-
 #include <filesystem>
+#include <fstream>
 #include <map>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include <httplib.h>
+
 #include "absl/strings/str_cat.h"
 #include "engine/model/checkpoint.h"
+#include "engine/model/head_routers.h"
 #include "engine/runtime/model_runner.h"
 #include "gtest/gtest.h"
 #include "polar/v1/worker.grpc.pb.h"
+#include "tests/integration/service_processes.h"
 #include "tests/integration/worker_process.h"
 
 namespace polar {
 namespace {
 
+using testing::UnusedPort;
 using testing::WorkerProcess;
 
 std::string DefaultModel() { return POLAR_DEFAULT_MODEL; }
@@ -422,20 +418,7 @@ TEST(WorkerStartupTest, MetricsAnswerBeforeTheModelHasLoaded) {
   ASSERT_TRUE(std::filesystem::create_directories(dir));
   const std::string config = dir + "/config.json";
   ASSERT_EQ(mkfifo(config.c_str(), 0600), 0) << std::strerror(errno);
-  const int metrics_port = [] {
-    const int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t length = sizeof(address);
-    int port = 0;
-    if (bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0 &&
-        getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0) {
-      port = ntohs(address.sin_port);
-    }
-    close(fd);
-    return port;
-  }();
+  const int metrics_port = UnusedPort();
   ASSERT_GT(metrics_port, 0);
   std::vector<std::string> argv = {std::string(POLAR_BIN_DIR) + "/polar-worker", "--model", dir, "--listen",
                                    "127.0.0.1:0", "--metrics-listen", absl::StrCat("127.0.0.1:", metrics_port)};

@@ -27,6 +27,32 @@
 namespace polar::cli {
 namespace {
 
+// The text of --corpus and the positional files, tokenized and concatenated
+// in that order; `corpora` gets their paths (for the report).
+absl::StatusOr<std::vector<int32_t>> ReadCorpora(const Args& args, const Tokenizer& tokenizer,
+                                                 std::vector<std::string>& corpora) {
+  corpora = {args.Get("corpus")};
+  corpora.insert(corpora.end(), args.positional().begin(), args.positional().end());
+  std::vector<int32_t> tokens;
+  for (const std::string& path : corpora) {
+    absl::StatusOr<std::string> text = ReadTextFile(path);
+    if (!text.ok()) return text.status();
+    std::vector<int32_t> ids = tokenizer.Encode(*text, /*add_special=*/false, /*parse_special=*/false);
+    tokens.insert(tokens.end(), ids.begin(), ids.end());
+  }
+  return tokens;
+}
+
+// Writes the JSON report to --report (default: the routers file + ".json")
+// and returns its path.
+absl::StatusOr<std::string> WriteReport(const Args& args, const std::string& out_path, const nlohmann::json& report) {
+  const std::string report_path = args.Get("report", out_path + ".json");
+  std::ofstream out(report_path);
+  out << report.dump(2) << "\n";
+  if (!out) return absl::InternalError(absl::StrCat("cannot write ", report_path));
+  return report_path;
+}
+
 // ---- --mlp: MLP sparsity (a block of its own; the head calibration below
 // does not run) ----
 
@@ -57,23 +83,17 @@ absl::Status RunCalibrateMlp(const Args& args) {
     return absl::FailedPreconditionError(absl::StrCat("--mlp needs a ReLU MLP (OPT); ", config.model_type,
                                                       " has a SwiGLU MLP, which has no MLP sparsity"));
   }
-  std::vector<std::string> corpora = {args.Get("corpus")};
-  corpora.insert(corpora.end(), args.positional().begin(), args.positional().end());
-  std::vector<int32_t> tokens;
-  for (const std::string& path : corpora) {
-    absl::StatusOr<std::string> text = ReadTextFile(path);
-    if (!text.ok()) return text.status();
-    std::vector<int32_t> ids = model->tokenizer->Encode(*text, /*add_special=*/false, /*parse_special=*/false);
-    tokens.insert(tokens.end(), ids.begin(), ids.end());
-  }
-  std::fprintf(stderr, "calibrate --mlp: %zu tokens from %zu file(s)\n", tokens.size(), corpora.size());
+  std::vector<std::string> corpora;
+  absl::StatusOr<std::vector<int32_t>> tokens = ReadCorpora(args, *model->tokenizer, corpora);
+  if (!tokens.ok()) return tokens.status();
+  std::fprintf(stderr, "calibrate --mlp: %zu tokens from %zu file(s)\n", tokens->size(), corpora.size());
   const absl::Time start = absl::Now();
   options.on_progress = [&start](const std::string& stage, double fraction) {
     std::fprintf(stderr, "\rcalibrate --mlp: %-10s %5.1f%%  (%.0f s)", stage.c_str(), 100.0 * fraction,
                  absl::ToDoubleSeconds(absl::Now() - start));
     std::fflush(stderr);
   };
-  absl::StatusOr<MlpCalibrationResult> result = CalibrateMlp(*model->runner, tokens, options);
+  absl::StatusOr<MlpCalibrationResult> result = CalibrateMlp(*model->runner, *tokens, options);
   std::fputc('\n', stderr);
   if (!result.ok()) return result.status();
   const std::string out_path = args.Get("out");
@@ -83,12 +103,10 @@ absl::Status RunCalibrateMlp(const Args& args) {
   report["corpus"] = corpora;
   report["seed"] = *seed;
   report["mlp_routers"] = out_path;
-  const std::string report_path = args.Get("report", out_path + ".json");
-  std::ofstream out(report_path);
-  out << report.dump(2) << "\n";
-  if (!out) return absl::InternalError(absl::StrCat("cannot write ", report_path));
+  absl::StatusOr<std::string> report_path = WriteReport(args, out_path, report);
+  if (!report_path.ok()) return report_path.status();
   std::printf("mlp routers: %s (rank %lld)\nreport: %s\n", out_path.c_str(),
-              static_cast<long long>(result->routers.rank), report_path.c_str());
+              static_cast<long long>(result->routers.rank), report_path->c_str());
   std::printf("neurons kept of %lld per layer, by batch size up to", static_cast<long long>(config.intermediate_size));
   for (int32_t b : result->routers.bucket_max_batch) std::printf(" %d", b);
   std::printf(":\n");
@@ -143,16 +161,10 @@ absl::Status RunCalibrate(const std::vector<std::string>& argv) {
 
   absl::StatusOr<LoadedModel> model = LoadModel(*args, /*with_tokenizer=*/true);
   if (!model.ok()) return model.status();
-  std::vector<std::string> corpora = {args->Get("corpus")};
-  corpora.insert(corpora.end(), args->positional().begin(), args->positional().end());
-  std::vector<int32_t> tokens;
-  for (const std::string& path : corpora) {
-    absl::StatusOr<std::string> text = ReadTextFile(path);
-    if (!text.ok()) return text.status();
-    std::vector<int32_t> ids = model->tokenizer->Encode(*text, /*add_special=*/false, /*parse_special=*/false);
-    tokens.insert(tokens.end(), ids.begin(), ids.end());
-  }
-  std::fprintf(stderr, "calibrate: %zu tokens from %zu file(s)\n", tokens.size(), corpora.size());
+  std::vector<std::string> corpora;
+  absl::StatusOr<std::vector<int32_t>> tokens = ReadCorpora(*args, *model->tokenizer, corpora);
+  if (!tokens.ok()) return tokens.status();
+  std::fprintf(stderr, "calibrate: %zu tokens from %zu file(s)\n", tokens->size(), corpora.size());
   const absl::Time start = absl::Now();
   options.on_progress = [&start](const std::string& stage, double fraction) {
     std::fprintf(stderr, "\rcalibrate: %-10s %5.1f%%  (%.0f s)", stage.c_str(), 100.0 * fraction,
@@ -160,7 +172,7 @@ absl::Status RunCalibrate(const std::vector<std::string>& argv) {
     if (fraction >= 1.0) std::fputc('\n', stderr);
     std::fflush(stderr);
   };
-  absl::StatusOr<CalibrationResult> result = Calibrate(*model->runner, tokens, options);
+  absl::StatusOr<CalibrationResult> result = Calibrate(*model->runner, *tokens, options);
   std::fputc('\n', stderr);
   if (!result.ok()) return result.status();
   if (absl::Status s = result->routers.Save(args->Get("out")); !s.ok()) return s;
@@ -169,12 +181,10 @@ absl::Status RunCalibrate(const std::vector<std::string>& argv) {
   report["corpus"] = corpora;
   report["seed"] = *seed;
   report["routers"] = args->Get("out");
-  const std::string report_path = args->Get("report", args->Get("out") + ".json");
-  std::ofstream out(report_path);
-  out << report.dump(2) << "\n";
-  if (!out) return absl::InternalError(absl::StrCat("cannot write ", report_path));
+  absl::StatusOr<std::string> report_path = WriteReport(*args, args->Get("out"), report);
+  if (!report_path.ok()) return report_path.status();
   const nlohmann::json& chosen = report["chosen"];
-  std::printf("routers: %s\nreport: %s\n", args->Get("out").c_str(), report_path.c_str());
+  std::printf("routers: %s\nreport: %s\n", args->Get("out").c_str(), report_path->c_str());
   std::printf("group score: %s\ndefault density: %s\ndense layers: %s\n",
               report["group_score"].get<std::string>().c_str(), chosen["default_density"].dump().c_str(),
               chosen["dense_layers"].dump().c_str());

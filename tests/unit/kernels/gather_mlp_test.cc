@@ -20,16 +20,10 @@
 #include "gtest/gtest.h"
 #include "kernels/cpu/activation.h"
 #include "kernels/cpu/gemm.h"
+#include "tests/unit/kernels/kernel_test_util.h"
 
 namespace polar::kernels::cpu {
 namespace {
-
-std::vector<float> Random(size_t n, std::mt19937& rng) {
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::vector<float> v(n);
-  for (float& f : v) f = normal(rng);
-  return v;
-}
 
 // k distinct neurons of [0, ffn), ascending.
 std::vector<int32_t> RandomNeurons(int64_t ffn, int64_t k, std::mt19937& rng) {
@@ -61,14 +55,7 @@ struct Shape {
 const Shape kShapes[] = {{1, 8, 16},   {2, 13, 40},  {3, 64, 256},  {4, 100, 77},
                          {5, 7, 9},    {9, 64, 256}, {17, 33, 130}, {6, 200, 1100}};
 
-class GatherMlpTest : public ::testing::Test {
- protected:
-  void SetUp() override { saved_threads_ = omp_get_max_threads(); }
-  void TearDown() override { omp_set_num_threads(saved_threads_); }
-
- private:
-  int saved_threads_ = 1;
-};
+class GatherMlpTest : public RestoresOmpThreadsTest {};
 
 // The MLP of one shape: weights, inputs, and the old y to accumulate into.
 struct Mlp {

@@ -16,30 +16,16 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "tests/unit/kernels/kernel_test_util.h"
 
 namespace polar::kernels::cpu {
 namespace {
-
-std::vector<float> Random(size_t n, std::mt19937& rng) {
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::vector<float> v(n);
-  for (float& f : v) f = normal(rng);
-  return v;
-}
 
 struct Shape {
   int64_t rows, in, out;
 };
 
-// Restores the OpenMP thread count a test changes.
-class GemmTest : public ::testing::Test {
- protected:
-  void SetUp() override { saved_threads_ = omp_get_max_threads(); }
-  void TearDown() override { omp_set_num_threads(saved_threads_); }
-
- private:
-  int saved_threads_ = 1;
-};
+class GemmTest : public RestoresOmpThreadsTest {};
 
 // out[r, c] (+ bias, + old out) in double; `magnitude` gets the sum of the
 // absolute values of the terms, which bounds the fp32 rounding error.

@@ -272,14 +272,19 @@ TEST(GroupRecallTest, TiesGoToTheLowerGroupAsAtServing) {
 
 // ---- bad input ---------------------------------------------------------------
 
+// An InvalidArgument error whose message contains `message`.
+template <typename T>
+void ExpectInvalidArgument(const absl::StatusOr<T>& result, const std::string& message) {
+  ASSERT_FALSE(result.ok()) << message;
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(result.status().message()), HasSubstr(message));
+}
+
 TEST(TrainHeadRouterTest, RejectsBadSamplesAndOptions) {
   const RouterSamples good = LinearSamples(50, 8, 6, 3, 51, 0.1f);
   const RouterTrainingOptions defaults;
   auto expect_invalid = [&](const RouterSamples& s, const RouterTrainingOptions& o, const std::string& message) {
-    auto result = TrainHeadRouter(s, o);
-    ASSERT_FALSE(result.ok()) << message;
-    EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument);
-    EXPECT_THAT(std::string(result.status().message()), HasSubstr(message));
+    ExpectInvalidArgument(TrainHeadRouter(s, o), message);
   };
   RouterSamples s = good;
   s.num_samples = 0;
@@ -330,20 +335,15 @@ TEST(TrainHeadRouterTest, RejectsBadSamplesAndOptions) {
 TEST(GroupRecallTest, RejectsBadArguments) {
   const RouterSamples s = LinearSamples(20, 8, 6, 3, 61, 0.1f);
   const std::vector<float> w = RandomVector(6 * 8, 0.5f, 62), b = RandomVector(6, 0.5f, 63);
-  auto expect_invalid = [](const absl::StatusOr<double>& result, const std::string& message) {
-    ASSERT_FALSE(result.ok()) << message;
-    EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument);
-    EXPECT_THAT(std::string(result.status().message()), HasSubstr(message));
-  };
-  expect_invalid(GroupRecall(s, std::vector<float>(w.begin() + 1, w.end()), b, 1, GroupScore::kMax, 0, 20),
-                 "router of 47 weights");
-  expect_invalid(GroupRecall(s, w, b, 0, GroupScore::kMax, 0, 20), "groups_kept 0 not in [1, 3]");
-  expect_invalid(GroupRecall(s, w, b, 4, GroupScore::kMean, 0, 20), "groups_kept 4 not in [1, 3]");
-  expect_invalid(GroupRecall(s, w, b, 1, GroupScore::kMax, 5, 5), "sample range [5, 5)");
-  expect_invalid(GroupRecall(s, w, b, 1, GroupScore::kMax, 0, 21), "outside [0, 20)");
+  ExpectInvalidArgument(GroupRecall(s, std::vector<float>(w.begin() + 1, w.end()), b, 1, GroupScore::kMax, 0, 20),
+                        "router of 47 weights");
+  ExpectInvalidArgument(GroupRecall(s, w, b, 0, GroupScore::kMax, 0, 20), "groups_kept 0 not in [1, 3]");
+  ExpectInvalidArgument(GroupRecall(s, w, b, 4, GroupScore::kMean, 0, 20), "groups_kept 4 not in [1, 3]");
+  ExpectInvalidArgument(GroupRecall(s, w, b, 1, GroupScore::kMax, 5, 5), "sample range [5, 5)");
+  ExpectInvalidArgument(GroupRecall(s, w, b, 1, GroupScore::kMax, 0, 21), "outside [0, 20)");
   RouterSamples bad = s;
   bad.num_groups = 4;
-  expect_invalid(GroupRecall(bad, w, b, 1, GroupScore::kMax, 0, 20), "4 groups do not divide 6 heads");
+  ExpectInvalidArgument(GroupRecall(bad, w, b, 1, GroupScore::kMax, 0, 20), "4 groups do not divide 6 heads");
 }
 
 }  // namespace
