@@ -23,6 +23,7 @@
 //       [--hidden 4096] [--ffn 16384] [--warmup 10] [--iters 50]
 //       [--splits FC1,FC2]   (force the reduction splits of the Polar kernels; 0 = automatic)
 //       [--tile-rows 64|128] (force the Polar kernels' output rows per CTA; 0 = automatic)
+//       [--warp-layout 1|2|4] (force the warps sharing each output row; 0 = automatic)
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
@@ -66,6 +67,7 @@ struct Options {
   int warmup = 10, iters = 50;
   int fc1_splits = 0, fc2_splits = 0;
   int tile_rows = 0;
+  int warp_layout = 0;
 
   // 3 graph replays of warm-up, the median of the next 9 (the header says so).
   TimingRuns runs() const { return {warmup, iters, 3, 9}; }
@@ -224,6 +226,7 @@ void RunBatch(const Options& o, int rows, const std::vector<Weights>& sets, doub
     p.fc1_splits = o.fc1_splits;
     p.fc2_splits = o.fc2_splits;
     p.tile_rows = o.tile_rows;
+    p.warp_layout = o.warp_layout;
     size_t ws_bytes = 0;
     CHECK(GatherMlpWorkspaceBytes(p, &ws_bytes));
     void* ws = nullptr;
@@ -291,6 +294,8 @@ Options ParseArgs(int argc, char** argv) {
       o.warmup = std::atoi(value().c_str());
     } else if (arg == "--iters") {
       o.iters = std::atoi(value().c_str());
+    } else if (arg == "--warp-layout") {
+      o.warp_layout = std::atoi(value().c_str());
     } else if (arg == "--tile-rows") {
       o.tile_rows = std::atoi(value().c_str());
     } else if (arg == "--splits") {
@@ -323,13 +328,14 @@ int Main(int argc, char** argv) {
   }
   std::printf("device: %s, %d SMs, L2 %.0f MB; MLP hidden %d, ffn %d, %s; %d weight copies (%.2f GB) rotated; "
               "%d warm-up + %d timed launches (median); graph: 16 launches per replay, median of 9; splits %s; "
-              "tile rows %s\n",
+              "tile rows %s; warp layout %s\n",
               prop.name, prop.multiProcessorCount, prop.l2CacheSize / 1e6, o.hidden, o.ffn, bf16 ? "bf16" : "fp16",
               sets, sets * set_bytes / 1e9, o.warmup, o.iters,
               o.fc1_splits == 0 && o.fc2_splits == 0
                   ? "automatic"
                   : (std::to_string(o.fc1_splits) + "," + std::to_string(o.fc2_splits) + " (forced)").c_str(),
-              o.tile_rows == 0 ? "automatic" : std::to_string(o.tile_rows).c_str());
+              o.tile_rows == 0 ? "automatic" : std::to_string(o.tile_rows).c_str(),
+              o.warp_layout == 0 ? "automatic" : (std::to_string(o.warp_layout) + " warps per row").c_str());
   std::printf("copy bandwidth (device to device, read + write): %.0f GB/s\n\n", copy_bw / 1e9);
   std::printf("| batch | kernel | density | neurons | launch us | graph us | fc1 / fc2 alone, graph us | "
               "target us (launch / graph) | speed-up vs cuBLAS (graph) | weight GB/s (graph) | of copy BW | vs target |\n"

@@ -14,14 +14,22 @@
 //    each gathered row read as whole 128-byte segments. (Splitting a batch
 //    of 64 into 16-row blocks that share weight tiles through L2 was tried
 //    and measured slower: L2 bandwidth then bounds it.)
+//  - Above 16 batch rows, 2 or 4 warps share each output row and split
+//    every step's k16 slices (each warp re-reading a 64-row B tile from
+//    shared memory cost more than the extra accumulators); their sums meet
+//    in shared memory at the end, in warp order.
 //  - Split reduction: when the output tiles alone cannot fill the GPU, each
 //    tile's steps are cut into `splits` ranges on separate CTAs. Every CTA
-//    writes its fp32 partial; the last to arrive at the tile's counter adds
-//    all partials in split order (deterministic; several splits' loads in
-//    flight at once, or this tail dominates small launches), applies the
-//    epilogue and resets the counter.
+//    writes its fp32 partial and arrives at the tile's counter (one
+//    release/acquire atomic); the last to arrive copies the others' partials
+//    into shared memory in one round of cp.async and adds them in split
+//    order (deterministic), applies the epilogue and resets the counter.
 //  - Epilogues: fc1 adds b1[idx], applies ReLU, writes h in the input type
-//    (padding neurons as zeros); fc2 adds b2 and optionally the old y.
+//    (padding neurons as zeros); fc2 adds b2 and optionally the old y. Their
+//    inputs are fetched so that neither the first steps nor the tail wait on
+//    them: fc1's indices by cp.async with the first steps, the biases and the
+//    old y just before the arrival (bench/gather_mlp_timeline shows where a
+//    launch's time goes, CTA by CTA).
 //  - Launched as programmatic dependents (Hopper): a CTA may start while the
 //    previous kernel finishes and waits in griddepcontrol.wait before reading
 //    its outputs. Weights need no waiting: the dense fc1 and fc2 after our
@@ -31,6 +39,7 @@
 // Shared memory tiles are swizzled (16-byte chunk index XOR row % 8) so that
 // ldmatrix's 8 rows hit 8 different bank groups.
 #include "kernels/cuda/gather_mlp.h"
+#include "kernels/cuda/gather_mlp_timeline.h"
 #include "kernels/cuda/warp_mma.cuh"
 
 #include <cuda_bf16.h>
@@ -99,6 +108,27 @@ __device__ __forceinline__ T FromFloat(float v) {
   }
 }
 
+#if defined(POLAR_GATHER_MLP_TIMELINE)
+__device__ uint64_t g_timeline[2][kTimelineMaxCtas][kTimelineEvents];
+#endif
+
+// Records event for this CTA (gather_mlp_timeline.h); nothing in the library.
+template <bool kFc2>
+__device__ __forceinline__ void Mark(TimelineEvent event) {
+#if defined(POLAR_GATHER_MLP_TIMELINE)
+  if (threadIdx.x == 0 && blockIdx.x < kTimelineMaxCtas) {
+    uint64_t t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    g_timeline[kFc2][blockIdx.x][event] = t;
+    if (event == kTimelineEntry) {
+      uint32_t sm;
+      asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
+      g_timeline[kFc2][blockIdx.x][kTimelineSm] = sm;
+    }
+  }
+#endif
+}
+
 __device__ __forceinline__ void WaitForPredecessor() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
@@ -143,11 +173,24 @@ struct GemmArgs {
 // fc1's G tile is A as stored (ldmatrix); fc2's is Aᵀ (ldmatrix.trans). The
 // B tile (x or h, one row per batch row, reduction contiguous) is B as
 // stored, "col" layout.
-template <typename T, int kNT, int kMT, bool kFc2>
+//
+// Warp layouts (kKGroups warps share each output row): with 1, each warp
+// owns kMT 16-row blocks of the output tile and runs all 4 k16 slices of a
+// step, so every warp reads the whole B tile from shared memory; with 2 or 4,
+// the warps of a group split each step's k16 slices between them, each
+// accumulates the group's rows (kKGroups x the accumulators), and their sums
+// are added through shared memory at the end: 1/kKGroups of the B-tile
+// ldmatrix traffic, for large batches, where B is as large as G.
+template <typename T, int kNT, int kMT, bool kFc2, int kKGroups>
 __global__ void __launch_bounds__(kThreads) GatherGemmKernel(const __grid_constant__ GemmArgs<T> a) {
   using S = Shape<kNT, kMT, kFc2>;
+  static_assert(kKGroups == 1 || kKGroups == 2 || kKGroups == 4, "warps per output row");
+  static_assert(kWarps == 4 && kStepCols / 16 == 4, "4 warps, 4 k16 slices per step");
+  constexpr int kAccM = kKGroups * kMT;               // accumulated 16-row blocks per warp
+  constexpr int kKSlices = kStepCols / 16 / kKGroups;  // k16 slices per warp per step
   extern __shared__ __align__(128) uint8_t smem[];
   __shared__ int is_last;
+  __shared__ int32_t tile_sources[S::kTileRows];  // fc1: indices[tile's neurons]
   const int tid = threadIdx.x;
   const int lane = tid & 31;
   const int warp = tid >> 5;
@@ -157,6 +200,7 @@ __global__ void __launch_bounds__(kThreads) GatherGemmKernel(const __grid_consta
   const int step_end = static_cast<int>(static_cast<int64_t>(split + 1) * a.steps / a.splits);
   const int num_steps = step_end - step_begin;
   const uint32_t smem_base = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  Mark<kFc2>(kTimelineEntry);
 
   // This thread's G chunks: row and 16-byte chunk of each, and the source
   // row (a weight row id, or -1 for a zero row) of the next step to issue.
@@ -216,8 +260,16 @@ __global__ void __launch_bounds__(kThreads) GatherGemmKernel(const __grid_consta
     }
   }
   WaitForPredecessor();
+  Mark<kFc2>(kTimelineWaited);
   LetDependentsStart();
   if (!a.weights_before_wait) load_sources(step_begin);
+  // fc1's epilogue needs the weight row of each output neuron for its bias:
+  // copied now, read after the steps (a load into a register here would
+  // stall the first steps on it).
+  if (!kFc2 && a.indices != nullptr && tid < S::kTileRows) {
+    const int neuron = min(tile * S::kTileRows + tid, a.num_selected - 1);
+    CopyAsync4(static_cast<uint32_t>(__cvta_generic_to_shared(&tile_sources[tid])), a.indices + neuron, true);
+  }
 #pragma unroll
   for (int s = 0; s < S::kStages - 1; ++s) {
     if (s < num_steps) {
@@ -227,9 +279,14 @@ __global__ void __launch_bounds__(kThreads) GatherGemmKernel(const __grid_consta
     CommitCopies();
   }
 
-  float acc[kMT][kNT][4];
+  // Element e of acc[mt][nt] is output row (neuron or column)
+  // 16 * m_tile + g + 8 * (e / 2), batch row 8 * nt + 2t + e % 2.
+  const int g = lane >> 2, t = lane & 3;
+  auto out_row_of = [&](int mt, int hi) { return tile * S::kTileRows + 16 * (warp * kMT + mt) + g + 8 * hi; };
+
+  float acc[kAccM][kNT][4];
 #pragma unroll
-  for (int mt = 0; mt < kMT; ++mt) {
+  for (int mt = 0; mt < kAccM; ++mt) {
 #pragma unroll
     for (int nt = 0; nt < kNT; ++nt) {
 #pragma unroll
@@ -240,6 +297,7 @@ __global__ void __launch_bounds__(kThreads) GatherGemmKernel(const __grid_consta
   for (int i = 0; i < num_steps; ++i) {
     WaitCopies<S::kStages - 2>();
     __syncthreads();  // step i landed for every thread; stage (i - 1) % S::kStages is free
+    if (i == 0) Mark<kFc2>(kTimelineFirstStep);
     const int next = i + S::kStages - 1;
     if (next < num_steps) {
       issue_g(next % S::kStages, step_begin + next);
@@ -250,7 +308,8 @@ __global__ void __launch_bounds__(kThreads) GatherGemmKernel(const __grid_consta
     const uint32_t g_base = smem_base + (i % S::kStages) * S::kStageBytes;
     const uint32_t b_base = g_base + S::kGBytes;
 #pragma unroll
-    for (int ks = 0; ks < kStepCols / 16; ++ks) {
+    for (int kk = 0; kk < kKSlices; ++kk) {
+      const int ks = warp % kKGroups + kKGroups * kk;
       uint32_t b[kNT][2];
       if constexpr (kNT == 1) {
         LoadMatrixX2(b[0], b_base + Swizzled(lane & 7, 2 * ks + ((lane >> 3) & 1), 8));
@@ -266,8 +325,8 @@ __global__ void __launch_bounds__(kThreads) GatherGemmKernel(const __grid_consta
         }
       }
 #pragma unroll
-      for (int mt = 0; mt < kMT; ++mt) {
-        const int m_tile = warp * kMT + mt;  // 16-row block of the CTA's output tile
+      for (int mt = 0; mt < kAccM; ++mt) {
+        const int m_tile = warp / kKGroups * kAccM + mt;  // 16-row block of the CTA's output tile
         uint32_t af[4];
         if constexpr (kFc2) {
           LoadMatrixX4Trans(af, g_base + Swizzled(16 * ks + (lane >> 4) * 8 + (lane & 7),
@@ -280,10 +339,91 @@ __global__ void __launch_bounds__(kThreads) GatherGemmKernel(const __grid_consta
       }
     }
   }
-  WaitCopies<0>();  // nothing may be in flight into shared memory at exit
+  WaitCopies<0>();  // nothing may be in flight into shared memory at exit (or before its reuse below)
+  Mark<kFc2>(kTimelineLoopDone);
+
+  if constexpr (kKGroups > 1) {
+    // Add the k-slice sums of each group's warps in warp order
+    // (deterministic); afterwards acc[mt] holds this warp's own blocks
+    // warp * kMT + mt, as with one warp per row.
+    constexpr int kTileBlocks = kWarps * kMT;  // 16-row blocks of the tile
+    static_assert(kKGroups * kTileBlocks * kNT * 32 * sizeof(float4) <= S::kSmemBytes, "sums fit the stages");
+    float4* sums = reinterpret_cast<float4*>(smem);  // [kKGroups][kTileBlocks][kNT][32]
+    __syncthreads();  // every warp is done reading the stages
+#pragma unroll
+    for (int mt = 0; mt < kAccM; ++mt) {
+      const int block = warp / kKGroups * kAccM + mt;
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt) {
+        sums[(((warp % kKGroups) * kTileBlocks + block) * kNT + nt) * 32 + lane] =
+            make_float4(acc[mt][nt][0], acc[mt][nt][1], acc[mt][nt][2], acc[mt][nt][3]);
+      }
+    }
+    __syncthreads();
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt) {
+      const int block = warp * kMT + mt;
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt) {
+        float4 total = sums[(block * kNT + nt) * 32 + lane];
+#pragma unroll
+        for (int k = 1; k < kKGroups; ++k) {
+          const float4 v = sums[((k * kTileBlocks + block) * kNT + nt) * 32 + lane];
+          total.x += v.x;
+          total.y += v.y;
+          total.z += v.z;
+          total.w += v.w;
+        }
+        acc[mt][nt][0] = total.x;
+        acc[mt][nt][1] = total.y;
+        acc[mt][nt][2] = total.z;
+        acc[mt][nt][3] = total.w;
+      }
+    }
+  }
+
+  // The biases (b2, or b1 through the indices) and (fc2 accumulating) the
+  // old y, loaded before the arrival below so that their round trips overlap
+  // the tail's; tile_sources has landed with the steps' copies.
+  if constexpr (!kFc2) __syncthreads();  // tile_sources: copied by other threads
+  T bias[kMT][2];
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt) {
+#pragma unroll
+    for (int hi = 0; hi < 2; ++hi) {
+      const int out_row = out_row_of(mt, hi);
+      int row = -1;
+      if constexpr (kFc2) {
+        if (a.b2 != nullptr && out_row < a.hidden) row = out_row;
+      } else if (a.b1 != nullptr && out_row < a.num_selected) {
+        row = a.indices != nullptr ? tile_sources[out_row - tile * S::kTileRows] : out_row;
+      }
+      bias[mt][hi] = row >= 0 ? (kFc2 ? a.b2 : a.b1)[row] : FromFloat<T>(0.0f);
+    }
+  }
+  T old_y[kMT][2][kNT][2];
+  if constexpr (kFc2) {
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt) {
+#pragma unroll
+      for (int hi = 0; hi < 2; ++hi) {
+        const int out_row = out_row_of(mt, hi);
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt) {
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const int m = 8 * nt + 2 * t + e;
+            old_y[mt][hi][nt][e] = a.accumulate && m < a.rows && out_row < a.hidden
+                                       ? a.y[static_cast<int64_t>(m) * a.hidden + out_row]
+                                       : FromFloat<T>(0.0f);
+          }
+        }
+      }
+    }
+  }
 
   // Split reduction: every CTA leaves its partial; the last one of the tile
-  // adds them in split order.
+  // adds them in split order (its own from registers).
   if (a.splits > 1) {
     float4* mine = a.partials + (static_cast<int64_t>(tile) * a.splits + split) * S::kPartialFloat4s;
 #pragma unroll
@@ -294,88 +434,99 @@ __global__ void __launch_bounds__(kThreads) GatherGemmKernel(const __grid_consta
                make_float4(acc[mt][nt][0], acc[mt][nt][1], acc[mt][nt][2], acc[mt][nt][3]));
       }
     }
-    __threadfence();
+    // Arrive: the barrier orders every thread's partial before thread 0's
+    // release; its acquire (when last) orders the others' partials before
+    // the reads below, for the whole CTA through the second barrier.
     __syncthreads();
     if (tid == 0) {
-      const int arrived = atomicAdd(a.counters + tile, 1);
+      int arrived;
+      asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], 1;\n" : "=r"(arrived) : "l"(a.counters + tile) : "memory");
       is_last = arrived == a.splits - 1;
       if (is_last) atomicExch(a.counters + tile, 0);  // ready for the next launch
     }
     __syncthreads();
-    if (!is_last) return;
-    __threadfence();
-    // Sum in split order, own partial included (read back), with 16 float4
-    // loads in flight per thread per round trip.
-    constexpr int kRound = 16 / (kMT * kNT) > 0 ? 16 / (kMT * kNT) : 1;
+    Mark<kFc2>(kTimelineArrived);
+    if (!is_last) {
+      Mark<kFc2>(kTimelineExit);
+      return;
+    }
+    // The other splits' partials come into shared memory by cp.async, as
+    // many at once as fit (all of them for the shapes of OPT-6.7B), so the
+    // tail waits one round trip, not one per register-sized batch of loads.
+    // Each thread copies and then reads only its own float4s.
+    constexpr int kPartialBytes = S::kPartialFloat4s * static_cast<int>(sizeof(float4));
+    constexpr int kSlots = S::kSmemBytes / kPartialBytes;
+    static_assert(kSlots >= 1, "one partial fits the stages");
     const float4* tile_partials = a.partials + static_cast<int64_t>(tile) * a.splits * S::kPartialFloat4s + tid;
+    const float4* slots = reinterpret_cast<const float4*>(smem) + tid;
+    float4 sum[kMT][kNT];
+    for (int first = 0; first < a.splits;) {
+      // This round: splits [first, last), the others' partials in slots 0, 1, ...
+      int last = first, slot = 0;
+      for (; last < a.splits && (slot < kSlots || last == split); ++last) {
+        if (last == split) continue;
+#pragma unroll
+        for (int f = 0; f < kMT * kNT; ++f) {
+          CopyAsync16(smem_base + static_cast<uint32_t>(((slot * kMT * kNT + f) * kThreads + tid) * sizeof(float4)),
+                      tile_partials + static_cast<int64_t>(last) * S::kPartialFloat4s + f * kThreads, true);
+        }
+        ++slot;
+      }
+      CommitCopies();
+      WaitCopies<0>();
+      slot = 0;
+      for (int s = first; s < last; ++s) {
+        const bool own = s == split;
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt) {
+#pragma unroll
+          for (int nt = 0; nt < kNT; ++nt) {
+            const float4 v = own ? make_float4(acc[mt][nt][0], acc[mt][nt][1], acc[mt][nt][2], acc[mt][nt][3])
+                                 : slots[(slot * kMT * kNT + mt * kNT + nt) * kThreads];
+            if (s == 0) {
+              sum[mt][nt] = v;
+            } else {
+              sum[mt][nt].x += v.x;
+              sum[mt][nt].y += v.y;
+              sum[mt][nt].z += v.z;
+              sum[mt][nt].w += v.w;
+            }
+          }
+        }
+        if (!own) ++slot;
+      }
+      first = last;
+    }
 #pragma unroll
     for (int mt = 0; mt < kMT; ++mt) {
-      float4 sum[kNT];
-      for (int s0 = 0; s0 < a.splits; s0 += kRound) {
-        float4 v[kRound][kNT];
-#pragma unroll
-        for (int r = 0; r < kRound; ++r) {
-#pragma unroll
-          for (int nt = 0; nt < kNT; ++nt) {
-            if (s0 + r < a.splits) {
-              v[r][nt] = __ldcg(tile_partials + static_cast<int64_t>(s0 + r) * S::kPartialFloat4s +
-                                (mt * kNT + nt) * kThreads);
-            }
-          }
-        }
-#pragma unroll
-        for (int r = 0; r < kRound; ++r) {
-          if (s0 + r >= a.splits) break;
-#pragma unroll
-          for (int nt = 0; nt < kNT; ++nt) {
-            if (s0 + r == 0) {
-              sum[nt] = v[r][nt];
-            } else {
-              sum[nt].x += v[r][nt].x;
-              sum[nt].y += v[r][nt].y;
-              sum[nt].z += v[r][nt].z;
-              sum[nt].w += v[r][nt].w;
-            }
-          }
-        }
-      }
 #pragma unroll
       for (int nt = 0; nt < kNT; ++nt) {
-        acc[mt][nt][0] = sum[nt].x;
-        acc[mt][nt][1] = sum[nt].y;
-        acc[mt][nt][2] = sum[nt].z;
-        acc[mt][nt][3] = sum[nt].w;
+        acc[mt][nt][0] = sum[mt][nt].x;
+        acc[mt][nt][1] = sum[mt][nt].y;
+        acc[mt][nt][2] = sum[mt][nt].z;
+        acc[mt][nt][3] = sum[mt][nt].w;
       }
     }
   }
 
-  // Epilogue. Element e of acc[mt][nt]: output row (neuron or column)
-  // 16 * m_tile + g + 8 * (e / 2), batch row 8 * nt + 2t + e % 2.
-  const int g = lane >> 2, t = lane & 3;
+  // Epilogue (the inputs loaded above).
 #pragma unroll
   for (int mt = 0; mt < kMT; ++mt) {
 #pragma unroll
     for (int hi = 0; hi < 2; ++hi) {
-      const int out_row = tile * S::kTileRows + 16 * (warp * kMT + mt) + g + 8 * hi;
+      const int out_row = out_row_of(mt, hi);
       // The last 128-row tile may reach past h's padded width or past hidden.
       if (out_row >= (kFc2 ? a.hidden : a.h_stride)) continue;
-      float bias = 0.0f;
-      if constexpr (kFc2) {
-        if (a.b2 != nullptr) bias = ToFloat(a.b2[out_row]);
-      } else {
-        const int src = out_row < a.num_selected ? source_row(out_row) : -1;
-        if (src >= 0 && a.b1 != nullptr) bias = ToFloat(a.b1[src]);
-      }
 #pragma unroll
       for (int nt = 0; nt < kNT; ++nt) {
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
           const int m = 8 * nt + 2 * t + e;
           if (m >= a.rows) continue;
-          const float v = acc[mt][nt][2 * hi + e] + bias;
+          const float v = acc[mt][nt][2 * hi + e] + ToFloat(bias[mt][hi]);
           if constexpr (kFc2) {
-            T* out = a.y + static_cast<int64_t>(m) * a.hidden + out_row;
-            *out = FromFloat<T>(a.accumulate ? v + ToFloat(*out) : v);
+            a.y[static_cast<int64_t>(m) * a.hidden + out_row] =
+                FromFloat<T>(a.accumulate ? v + ToFloat(old_y[mt][hi][nt][e]) : v);
           } else {
             // ReLU that keeps NaN visible; padding neurons are exact zeros.
             a.h[static_cast<int64_t>(m) * a.h_stride + out_row] = FromFloat<T>(v < 0.0f ? 0.0f : v);
@@ -384,6 +535,7 @@ __global__ void __launch_bounds__(kThreads) GatherGemmKernel(const __grid_consta
       }
     }
   }
+  Mark<kFc2>(kTimelineExit);
 }
 
 // ---------------------------------------------------------------------------
@@ -404,7 +556,7 @@ int NTilesFor(int64_t rows) {
 
 // The current device's multiprocessor count (cached per device); also raises
 // the kernel's dynamic shared memory limit on first use.
-template <typename T, int kNT, int kMT, bool kFc2>
+template <typename T, int kNT, int kMT, bool kFc2, int kKGroups>
 cudaError_t PrepareKernel(int* sms) {
   static std::mutex mu;
   static std::array<int, 64> cache{};
@@ -413,7 +565,7 @@ cudaError_t PrepareKernel(int* sms) {
   if (device < 0 || device >= static_cast<int>(cache.size())) return cudaErrorInvalidDevice;
   std::lock_guard<std::mutex> lock(mu);
   if (cache[device] == 0) {
-    auto kernel = GatherGemmKernel<T, kNT, kMT, kFc2>;
+    auto kernel = GatherGemmKernel<T, kNT, kMT, kFc2, kKGroups>;
     int count = 0;
     cudaError_t e = cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device);
     if (e == cudaSuccess) {
@@ -442,11 +594,11 @@ struct GemmPlan {
 // 0.1-1; more splits cost more in partials and in the last CTA's sum than
 // they gain. At low density fc1 then leaves room for fc2's CTAs, which load
 // their weights while fc1 runs.
-template <typename T, int kNT, int kMT, bool kFc2>
+template <typename T, int kNT, int kMT, bool kFc2, int kKGroups>
 cudaError_t PlanGemm(int64_t out_rows, int64_t reduction, int forced_splits, GemmPlan* plan) {
   using S = Shape<kNT, kMT, kFc2>;
   int sms = 0;
-  if (cudaError_t e = PrepareKernel<T, kNT, kMT, kFc2>(&sms); e != cudaSuccess) return e;
+  if (cudaError_t e = PrepareKernel<T, kNT, kMT, kFc2, kKGroups>(&sms); e != cudaSuccess) return e;
   plan->tiles = static_cast<int>((out_rows + S::kTileRows - 1) / S::kTileRows);
   plan->steps = static_cast<int>(reduction / kStepCols);
   const int target = (kFc2 ? 2 : 1) * sms;
@@ -484,16 +636,16 @@ WorkspaceLayout MakeLayout(const GatherMlpParams& p, const GemmPlan& fc1, const 
 
 enum class Which { kFc1, kFc2, kBoth };
 
-template <typename T, int kNT, int kMT>
+template <typename T, int kNT, int kMT, int kKGroups>
 cudaError_t Launch(const GatherMlpParams& p, Which which, void* workspace, size_t workspace_bytes,
                    cudaStream_t stream, size_t* bytes_needed) {
   const int64_t h_stride = GatherMlpHStride(p.num_selected);
   GemmPlan fc1, fc2;
-  if (cudaError_t e = PlanGemm<T, kNT, kMT, false>(h_stride, p.hidden, p.fc1_splits, &fc1);
+  if (cudaError_t e = PlanGemm<T, kNT, kMT, false, kKGroups>(h_stride, p.hidden, p.fc1_splits, &fc1);
       e != cudaSuccess) {
     return e;
   }
-  if (cudaError_t e = PlanGemm<T, kNT, kMT, true>(p.hidden, h_stride, p.fc2_splits, &fc2);
+  if (cudaError_t e = PlanGemm<T, kNT, kMT, true, kKGroups>(p.hidden, h_stride, p.fc2_splits, &fc2);
       e != cudaSuccess) {
     return e;
   }
@@ -548,7 +700,7 @@ cudaError_t Launch(const GatherMlpParams& p, Which which, void* workspace, size_
     a1.counters = reinterpret_cast<int*>(ws + layout.fc1_counters);
     config.gridDim = dim3(static_cast<unsigned>(fc1.ctas));
     config.dynamicSmemBytes = Shape<kNT, kMT, false>::kSmemBytes;
-    if (cudaError_t e = cudaLaunchKernelEx(&config, GatherGemmKernel<T, kNT, kMT, false>, a1); e != cudaSuccess) {
+    if (cudaError_t e = cudaLaunchKernelEx(&config, GatherGemmKernel<T, kNT, kMT, false, kKGroups>, a1); e != cudaSuccess) {
       return e;
     }
   }
@@ -564,7 +716,7 @@ cudaError_t Launch(const GatherMlpParams& p, Which which, void* workspace, size_
     a2.counters = reinterpret_cast<int*>(ws + layout.fc2_counters);
     config.gridDim = dim3(static_cast<unsigned>(fc2.ctas));
     config.dynamicSmemBytes = Shape<kNT, kMT, true>::kSmemBytes;
-    if (cudaError_t e = cudaLaunchKernelEx(&config, GatherGemmKernel<T, kNT, kMT, true>, a2); e != cudaSuccess) {
+    if (cudaError_t e = cudaLaunchKernelEx(&config, GatherGemmKernel<T, kNT, kMT, true, kKGroups>, a2); e != cudaSuccess) {
       return e;
     }
   }
@@ -577,6 +729,7 @@ cudaError_t Dispatch(const GatherMlpParams& p, Which which, void* workspace, siz
       p.ffn <= 0 || p.ffn >= (1 << 24) || p.num_selected < 0 || p.num_selected > p.ffn ||
       p.fc1_splits < 0 || p.fc2_splits < 0 || p.fc1_splits > 4096 || p.fc2_splits > 4096 ||
       (p.tile_rows != 0 && p.tile_rows != 64 && p.tile_rows != 128) ||
+      (p.warp_layout != 0 && p.warp_layout != 1 && p.warp_layout != 2 && p.warp_layout != 4) ||
       (p.dtype != MlpDtype::kFp16 && p.dtype != MlpDtype::kBf16)) {
     return cudaErrorInvalidValue;
   }
@@ -591,23 +744,35 @@ cudaError_t Dispatch(const GatherMlpParams& p, Which which, void* workspace, siz
   const bool bf16 = p.dtype == MlpDtype::kBf16;
   const int n_tiles = NTilesFor(p.rows);
   const int m_tiles = p.tile_rows == 0 ? 1 : p.tile_rows / 64;
-  {
-#define POLAR_MLP_CASE(NT, MT)                                                                          \
-  if (n_tiles == NT && m_tiles == MT) {                                                                 \
-    return bf16 ? Launch<__nv_bfloat16, NT, MT>(p, which, workspace, workspace_bytes, stream, bytes_needed) \
-                : Launch<__half, NT, MT>(p, which, workspace, workspace_bytes, stream, bytes_needed);      \
+  // Above 16 rows the B tile is as large as the weight tile, and re-reading
+  // it in every warp costs more than the extra accumulators of warps sharing
+  // rows: pairs up to 32 rows, all four above (measured on an H100,
+  // docs/performance-kernels.md).
+  const int k_groups = p.warp_layout != 0 ? p.warp_layout : m_tiles != 1 ? 1 : n_tiles == 4 ? 2 : n_tiles == 8 ? 4 : 1;
+  if (k_groups != 1 && m_tiles != 1) return cudaErrorInvalidValue;
+#define POLAR_MLP_CASE(NT, MT, K)                                                                          \
+  if (n_tiles == NT && m_tiles == MT && k_groups == K) {                                                   \
+    return bf16 ? Launch<__nv_bfloat16, NT, MT, K>(p, which, workspace, workspace_bytes, stream, bytes_needed) \
+                : Launch<__half, NT, MT, K>(p, which, workspace, workspace_bytes, stream, bytes_needed);      \
   }
-  POLAR_MLP_CASE(1, 1)
-  POLAR_MLP_CASE(1, 2)
-  POLAR_MLP_CASE(2, 1)
-  POLAR_MLP_CASE(2, 2)
-  POLAR_MLP_CASE(4, 1)
-  POLAR_MLP_CASE(4, 2)
-  POLAR_MLP_CASE(8, 1)
-  POLAR_MLP_CASE(8, 2)
+  POLAR_MLP_CASE(1, 1, 1)
+  POLAR_MLP_CASE(1, 1, 2)
+  POLAR_MLP_CASE(1, 1, 4)
+  POLAR_MLP_CASE(1, 2, 1)
+  POLAR_MLP_CASE(2, 1, 1)
+  POLAR_MLP_CASE(2, 1, 2)
+  POLAR_MLP_CASE(2, 1, 4)
+  POLAR_MLP_CASE(2, 2, 1)
+  POLAR_MLP_CASE(4, 1, 1)
+  POLAR_MLP_CASE(4, 1, 2)
+  POLAR_MLP_CASE(4, 1, 4)
+  POLAR_MLP_CASE(4, 2, 1)
+  POLAR_MLP_CASE(8, 1, 1)
+  POLAR_MLP_CASE(8, 1, 2)
+  POLAR_MLP_CASE(8, 1, 4)
+  POLAR_MLP_CASE(8, 2, 1)
 #undef POLAR_MLP_CASE
   return cudaErrorInvalidValue;
-  }
 }
 
 }  // namespace
@@ -644,5 +809,15 @@ cudaError_t GatherMlpFc2(const GatherMlpParams& p, void* workspace, size_t works
 cudaError_t GatherMlp(const GatherMlpParams& p, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
   return Dispatch(p, Which::kBoth, workspace, workspace_bytes, stream, nullptr);
 }
+
+#if defined(POLAR_GATHER_MLP_TIMELINE)
+cudaError_t GatherMlpTimeline(uint64_t* host, bool reset) {
+  if (cudaError_t e = cudaMemcpyFromSymbol(host, g_timeline, sizeof(g_timeline)); e != cudaSuccess) return e;
+  if (!reset) return cudaSuccess;
+  void* device = nullptr;
+  if (cudaError_t e = cudaGetSymbolAddress(&device, g_timeline); e != cudaSuccess) return e;
+  return cudaMemset(device, 0, sizeof(g_timeline));
+}
+#endif
 
 }  // namespace polar::kernels::cuda

@@ -58,6 +58,10 @@ struct GatherMlpParams {
   int fc2_splits = 0;
   // Output rows per CTA, 64 or 128; 0 chooses (experiments only, like the splits).
   int tile_rows = 0;
+  // How many of a CTA's 4 warps share each output row, splitting every
+  // reduction step between them: 1, 2 or 4 (64-row tiles only for 2 and 4);
+  // 0 chooses (experiments only, like the splits).
+  int warp_layout = 0;
 };
 
 // Row stride of h in elements: num_selected rounded up to 64.

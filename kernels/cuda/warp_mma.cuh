@@ -25,6 +25,12 @@ __device__ __forceinline__ void CopyAsync16(uint32_t dst, const void* src, bool 
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
 }
 
+// 4 bytes global -> shared, asynchronously (e.g. an index a thread needs
+// much later, without stalling on it now); !valid writes zeros.
+__device__ __forceinline__ void CopyAsync4(uint32_t dst, const void* src, bool valid) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 4 : 0));
+}
+
 __device__ __forceinline__ void CommitCopies() { asm volatile("cp.async.commit_group;\n" ::); }
 
 template <int kPending>

@@ -116,6 +116,7 @@ struct MlpRun {
   bool biases = true;
   bool accumulate = false;
   int fc1_splits = 0, fc2_splits = 0;
+  int warp_layout = 0;  // GatherMlpParams::warp_layout
 };
 
 struct GpuResult {
@@ -160,6 +161,7 @@ GpuResult RunGpu(const Mlp& m, const MlpRun& r, const Tensor& x, const Tensor& y
   p.num_selected = k;
   p.fc1_splits = r.fc1_splits;
   p.fc2_splits = r.fc2_splits;
+  p.warp_layout = r.warp_layout;
   size_t bytes = 0;
   void* workspace = ws.For(p, &bytes);
   if (stage == Stage::kBoth) EXPECT_EQ(GatherMlp(p, workspace, bytes, nullptr), cudaSuccess);
@@ -253,7 +255,7 @@ GpuResult CheckAgainstCpu(const Mlp& m, const MlpRun& r, const std::vector<int32
   SCOPED_TRACE(std::string(DtypeName(m.dtype)) + " hidden=" + std::to_string(m.hidden) + " ffn=" + std::to_string(m.ffn) +
                " rows=" + std::to_string(r.rows) + " k=" + std::to_string(k) + (r.biases ? "" : " no biases") +
                (r.accumulate ? " accumulate" : "") + " splits=" + std::to_string(r.fc1_splits) + "/" +
-               std::to_string(r.fc2_splits));
+               std::to_string(r.fc2_splits) + " warp layout " + std::to_string(r.warp_layout));
   const Tensor x = RandomTensor(static_cast<size_t>(r.rows) * m.hidden, 1.0f, m.dtype, seed);
   const Tensor y0 = RandomTensor(static_cast<size_t>(r.rows) * m.hidden, 1.0f, m.dtype, seed + 1);
   MlpRun run = r;
@@ -375,6 +377,42 @@ TEST(GatherMlpGpuTest, ForcedSplitsAgreeAndRepeatBitForBit) {
   }
 }
 
+// Every way of sharing a tile among a CTA's warps (1, 2 or 4 warps per
+// output row, splitting the reduction steps) over every batch tile width,
+// with forced splits too; the shared layouts repeat bit for bit.
+TEST(GatherMlpGpuTest, EveryWarpLayoutMatchesCpu) {
+  SKIP_WITHOUT_GPU();
+  uint64_t seed = 3500;
+  for (MlpDtype dtype : kDtypes) {
+    for (auto [hidden, ffn] : {std::pair{1024, 4096}, {kOptHidden, kOptFfn}}) {
+      const std::unique_ptr<Mlp> m = MakeMlp(dtype, hidden, ffn, 3400 + seed);
+      Workspace ws;
+      for (int layout : {1, 2, 4}) {
+        for (int rows : {1, 9, 16, 30, 64}) {
+          for (int k : {1, 65, ffn / 10, ffn}) {
+            MlpRun r{rows};
+            r.warp_layout = layout;
+            r.accumulate = k == 65;
+            r.fc1_splits = rows == 30 ? 3 : 0;
+            r.fc2_splits = rows == 30 ? 7 : 0;
+            const std::vector<int32_t> idx = RandomSelection(ffn, k, static_cast<uint32_t>(seed));
+            const GpuResult first = CheckAgainstCpu(*m, r, idx, ws, seed);
+            if (layout != 1 && rows == 64) {
+              const Tensor x = RandomTensor(static_cast<size_t>(rows) * hidden, 1.0f, dtype, seed);
+              const Tensor y0 = RandomTensor(static_cast<size_t>(rows) * hidden, 1.0f, dtype, seed + 1);
+              r.indices = &idx;
+              const GpuResult again = RunGpu(*m, r, x, y0, ws);
+              EXPECT_EQ(0, std::memcmp(again.h.data(), first.h.data(), first.h.size() * sizeof(float)));
+              EXPECT_EQ(0, std::memcmp(again.y.data(), first.y.data(), first.y.size() * sizeof(float)));
+            }
+            ++seed;
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(GatherMlpGpuTest, GraphReplayEqualsDirectLaunch) {
   SKIP_WITHOUT_GPU();
   const std::unique_ptr<Mlp> m = MakeMlp(MlpDtype::kBf16, kOptHidden, kOptFfn, 4000);
@@ -447,6 +485,13 @@ TEST(GatherMlpGpuTest, RejectsUnsupportedShapesAndSmallWorkspace) {
   EXPECT_EQ(GatherMlpWorkspaceBytes(bad, &bytes), cudaErrorInvalidValue);
   bad = p;
   bad.num_selected = 1025;
+  EXPECT_EQ(GatherMlpWorkspaceBytes(bad, &bytes), cudaErrorInvalidValue);
+  bad = p;
+  bad.warp_layout = 3;
+  EXPECT_EQ(GatherMlpWorkspaceBytes(bad, &bytes), cudaErrorInvalidValue);
+  bad = p;
+  bad.warp_layout = 2;  // warps sharing rows: 64-row tiles only
+  bad.tile_rows = 128;
   EXPECT_EQ(GatherMlpWorkspaceBytes(bad, &bytes), cudaErrorInvalidValue);
 
   const std::unique_ptr<Mlp> m = MakeMlp(MlpDtype::kFp16, 256, 1024, 5000);
