@@ -79,9 +79,11 @@ struct Shape {
   static constexpr int kBBytes = kBRows * kStepCols * 2;
   static constexpr int kBLoads = (kBRows * 8 + kThreads - 1) / kThreads;
   static constexpr int kStageBytes = kGBytes + kBBytes;
-  // Pipeline depth: 5 steps in flight for small stages (9-12 KB), 3 for
-  // large ones (16-24 KB), so that 45-72 KB of loads are in flight per CTA.
-  static constexpr int kStages = kStageBytes <= 12 * 1024 ? 6 : 4;
+  // Pipeline depth: 5 steps in flight for small stages (9-12 KB), 3 or 4
+  // for large ones (16-24 KB), so that 45-96 KB of loads are in flight per
+  // CTA; fc2's large stages stay at 3 in flight so that two of its CTAs
+  // still fit beside one of fc1's (and load weights while it runs).
+  static constexpr int kStages = kStageBytes <= 12 * 1024 ? 6 : kFc2 ? 4 : 5;
   static constexpr int kSmemBytes = kStages * kStageBytes;
   static constexpr int kPartialFloat4s = kMT * kNT * kThreads;  // one CTA's partial
 };
@@ -608,6 +610,12 @@ cudaError_t PlanGemm(int64_t out_rows, int64_t reduction, int forced_splits, Gem
     plan->splits = 1;
   } else {
     plan->splits = std::min((target + plan->tiles / 2) / plan->tiles, plan->steps / 2);
+    // fc2 at 9-32 rows: also no more than about 9 steps per CTA while 3 CTAs
+    // per SM still fit (1-2 us faster at density 0.2-0.3 and 6 us dense;
+    // slower at 1 row and at 33-64).
+    if (kFc2 && (kNT == 2 || kNT == 4)) {
+      plan->splits = std::max(plan->splits, std::min((plan->steps + 4) / 9, 3 * sms / plan->tiles));
+    }
   }
   plan->splits = std::max(1, std::min(plan->splits, std::max(1, plan->steps)));
   plan->ctas = plan->tiles * plan->splits;
