@@ -28,16 +28,15 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <numeric>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "bench/bench_util.h"
+#include "bench/mlp_bench_inputs.h"
 #include "kernels/cuda/gather_mlp.h"
 
 namespace polar::bench {
@@ -71,11 +70,6 @@ struct Options {
 
   // 3 graph replays of warm-up, the median of the next 9 (the header says so).
   TimingRuns runs() const { return {warmup, iters, 3, 9}; }
-};
-
-// One copy of the MLP's weights.
-struct Weights {
-  void *w1, *b1, *w2t, *b2;  // [ffn, hidden], [ffn], [ffn, hidden], [hidden]
 };
 
 // cuBLASLt dense MLP: h = ReLU(x w1ᵀ + b1), y = h w2tᵀᵀ + b2, column-major
@@ -119,7 +113,7 @@ class CublasDenseMlp {
   }
 
   // Picks, per GEMM, the fastest of cuBLASLt's first 4 heuristic algorithms.
-  void Tune(const std::vector<Weights>& sets, const std::vector<void*>& xs, void* h, void* y) {
+  void Tune(const std::vector<MlpWeights>& sets, const std::vector<void*>& xs, void* h, void* y) {
     for (int gemm = 0; gemm < 2; ++gemm) {
       SetBias(gemm, gemm == 0 ? sets[0].b1 : sets[0].b2);
       cublasLtMatmulHeuristicResult_t results[4];
@@ -145,7 +139,7 @@ class CublasDenseMlp {
     }
   }
 
-  void Run(const Weights& w, void* x, void* h, void* y, cudaStream_t stream) {
+  void Run(const MlpWeights& w, void* x, void* h, void* y, cudaStream_t stream) {
     RunGemm(0, w, x, h, y, stream);
     RunGemm(1, w, x, h, y, stream);
   }
@@ -154,7 +148,7 @@ class CublasDenseMlp {
   void SetBias(int gemm, void* bias) {
     CHECK_LT(cublasLtMatmulDescSetAttribute(desc_[gemm], CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
   }
-  void RunGemm(int gemm, const Weights& w, void* x, void* h, void* y, cudaStream_t stream) {
+  void RunGemm(int gemm, const MlpWeights& w, void* x, void* h, void* y, cudaStream_t stream) {
     SetBias(gemm, gemm == 0 ? w.b1 : w.b2);
     const float alpha = 1.0f, beta = 0.0f;
     const void* a = gemm == 0 ? w.w1 : w.w2t;
@@ -175,7 +169,7 @@ class CublasDenseMlp {
   cublasLtMatmulAlgo_t algo_[2] = {}, best_algo_[2] = {};
 };
 
-void RunBatch(const Options& o, int rows, const std::vector<Weights>& sets, double copy_bw) {
+void RunBatch(const Options& o, int rows, const std::vector<MlpWeights>& sets, double copy_bw) {
   const bool bf16 = o.dtype == MlpDtype::kBf16;
   constexpr int kInputs = 8, kSelections = 8;
   std::vector<void*> xs;
@@ -201,18 +195,11 @@ void RunBatch(const Options& o, int rows, const std::vector<Weights>& sets, doub
   int last_k = -1;
   for (double density : o.densities) {
     const bool dense_k = density >= 1.0;
-    const int k = dense_k ? o.ffn : std::max(128, static_cast<int>(std::lround(density * o.ffn / 128.0)) * 128);
+    const int k = dense_k ? o.ffn : SelectedNeurons(density, o.ffn);
     if (k == last_k) continue;
     last_k = k;
     std::vector<int32_t*> selections;
-    for (int s = 0; s < (dense_k ? 0 : kSelections); ++s) {
-      std::vector<int32_t> all(o.ffn);
-      std::iota(all.begin(), all.end(), 0);
-      std::shuffle(all.begin(), all.end(), rng);
-      all.resize(k);
-      std::sort(all.begin(), all.end());
-      selections.push_back(Upload(all));
-    }
+    for (int s = 0; s < (dense_k ? 0 : kSelections); ++s) selections.push_back(Upload(RandomNeurons(o.ffn, k, rng)));
     void* hk = nullptr;
     CHECK(cudaMalloc(&hk, size_t(rows) * GatherMlpHStride(k) * 2));
     GatherMlpParams p;
@@ -233,7 +220,7 @@ void RunBatch(const Options& o, int rows, const std::vector<Weights>& sets, doub
     CHECK(cudaMalloc(&ws, ws_bytes));
     CHECK(cudaMemset(ws, 0, ws_bytes));
     auto use = [&](int i) {
-      const Weights& w = sets[i % sets.size()];
+      const MlpWeights& w = sets[i % sets.size()];
       p.x = xs[i % kInputs];
       p.w1 = w.w1;
       p.b1 = w.b1;
@@ -315,17 +302,9 @@ int Main(int argc, char** argv) {
   CHECK(cudaGetDeviceProperties(&prop, 0));
   const double copy_bw = CopyBandwidth(5, 20);
   const bool bf16 = o.dtype == MlpDtype::kBf16;
-  // Weight copies: >= 1 GiB and >= 20x L2 in all.
+  std::vector<MlpWeights> weights = MakeMlpWeightCopies(o.hidden, o.ffn, bf16, prop.l2CacheSize);
+  const int sets = static_cast<int>(weights.size());
   const double set_bytes = 2.0 * o.ffn * o.hidden * 2;
-  const int sets = static_cast<int>(std::ceil(std::max<double>(1 << 30, 20.0 * prop.l2CacheSize) / set_bytes));
-  std::vector<Weights> weights(sets);
-  const float scale = 1.0f / std::sqrt(static_cast<float>(o.hidden));
-  for (int i = 0; i < sets; ++i) {
-    weights[i].w1 = Random16(size_t(o.ffn) * o.hidden, 10 * i + 1, bf16, scale);
-    weights[i].b1 = Random16(o.ffn, 10 * i + 2, bf16, 0.5f);
-    weights[i].w2t = Random16(size_t(o.ffn) * o.hidden, 10 * i + 3, bf16, scale);
-    weights[i].b2 = Random16(o.hidden, 10 * i + 4, bf16, 0.5f);
-  }
   std::printf("device: %s, %d SMs, L2 %.0f MB; MLP hidden %d, ffn %d, %s; %d weight copies (%.2f GB) rotated; "
               "%d warm-up + %d timed launches (median); graph: 16 launches per replay, median of 9; splits %s; "
               "tile rows %s; warp layout %s\n",
@@ -341,12 +320,7 @@ int Main(int argc, char** argv) {
               "target us (launch / graph) | speed-up vs cuBLAS (graph) | weight GB/s (graph) | of copy BW | vs target |\n"
               "|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (int rows : o.batches) RunBatch(o, rows, weights, copy_bw);
-  for (Weights& w : weights) {
-    CHECK(cudaFree(w.w1));
-    CHECK(cudaFree(w.b1));
-    CHECK(cudaFree(w.w2t));
-    CHECK(cudaFree(w.b2));
-  }
+  FreeMlpWeights(weights);
   return 0;
 }
 

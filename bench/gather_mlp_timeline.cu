@@ -6,20 +6,19 @@
 // back-to-back layers, programmatic overlap included); the last pair's
 // records are printed relative to its fc1's first CTA start: minimum, median
 // and maximum over the CTAs of each kernel. OPT-6.7B MLP shapes, fp16,
-// weights rotated over more than L2.
+// inputs made as gather_mlp_bench makes them (mlp_bench_inputs.h).
 //
 //   gather_mlp_timeline [--batches 1,64] [--densities 0.1,0.3] [--warp-layout 0|1|2|4]
 #include "bench/bench_util.h"
+#include "bench/mlp_bench_inputs.h"
 #include "kernels/cuda/gather_mlp.h"
 #include "kernels/cuda/gather_mlp_timeline.h"
 
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <numeric>
 #include <random>
 #include <string>
 #include <vector>
@@ -35,7 +34,7 @@ using kernels::cuda::GatherMlpWorkspaceBytes;
 using kernels::cuda::kTimelineEvents;
 using kernels::cuda::kTimelineMaxCtas;
 
-constexpr int kHidden = 4096, kFfn = 16384, kCopies = 4, kPairsPerGraph = 16;
+constexpr int kHidden = 4096, kFfn = 16384, kPairsPerGraph = 16;
 
 struct Options {
   std::vector<int> batches = {1, 64};
@@ -66,24 +65,11 @@ void PrintKernel(const char* name, const uint64_t* records, uint64_t zero) {
   }
 }
 
-void Run(const Options& o, int rows, double density) {
-  std::vector<void*> w1(kCopies), b1(kCopies), w2t(kCopies), b2(kCopies);
-  const float scale = 1.0f / std::sqrt(static_cast<float>(kHidden));
-  for (int i = 0; i < kCopies; ++i) {
-    w1[i] = Random16(size_t{kFfn} * kHidden, 10 * i + 1, false, scale);
-    b1[i] = Random16(kFfn, 10 * i + 2, false, 0.5f);
-    w2t[i] = Random16(size_t{kFfn} * kHidden, 10 * i + 3, false, scale);
-    b2[i] = Random16(kHidden, 10 * i + 4, false, 0.5f);
-  }
+void Run(const Options& o, int rows, double density, const std::vector<MlpWeights>& weights) {
   void* x = Random16(size_t(rows) * kHidden, 99, false, 1.0f);
-  const int k = std::max(128, static_cast<int>(std::lround(density * kFfn / 128.0)) * 128);
-  std::vector<int32_t> all(kFfn);
-  std::iota(all.begin(), all.end(), 0);
+  const int k = SelectedNeurons(density, kFfn);
   std::mt19937 rng(rows);
-  std::shuffle(all.begin(), all.end(), rng);
-  all.resize(k);
-  std::sort(all.begin(), all.end());
-  int32_t* indices = Upload(all);
+  int32_t* indices = Upload(RandomNeurons(kFfn, k, rng));
   void *h = nullptr, *y = nullptr, *ws = nullptr;
   CHECK(cudaMalloc(&h, size_t(rows) * GatherMlpHStride(k) * 2));
   CHECK(cudaMalloc(&y, size_t(rows) * kHidden * 2));
@@ -104,10 +90,11 @@ void Run(const Options& o, int rows, double density) {
   cudaStream_t stream;
   CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   auto pair = [&](int i) {
-    p.w1 = w1[i % kCopies];
-    p.b1 = b1[i % kCopies];
-    p.w2t = w2t[i % kCopies];
-    p.b2 = b2[i % kCopies];
+    const MlpWeights& w = weights[i % weights.size()];
+    p.w1 = w.w1;
+    p.b1 = w.b1;
+    p.w2t = w.w2t;
+    p.b2 = w.b2;
     CHECK(GatherMlp(p, ws, ws_bytes, stream));
   };
   cudaGraph_t graph;
@@ -143,12 +130,6 @@ void Run(const Options& o, int rows, double density) {
   CHECK(cudaGraphExecDestroy(exec));
   CHECK(cudaGraphDestroy(graph));
   CHECK(cudaStreamDestroy(stream));
-  for (int i = 0; i < kCopies; ++i) {
-    CHECK(cudaFree(w1[i]));
-    CHECK(cudaFree(b1[i]));
-    CHECK(cudaFree(w2t[i]));
-    CHECK(cudaFree(b2[i]));
-  }
   for (void* v : {x, static_cast<void*>(indices), h, y, ws}) CHECK(cudaFree(v));
 }
 
@@ -170,9 +151,11 @@ int Main(int argc, char** argv) {
   CHECK(cudaGetDeviceProperties(&prop, 0));
   std::printf("device: %s, %d SMs; OPT-6.7B MLP (4096 -> 16384 -> 4096), fp16\n", prop.name,
               prop.multiProcessorCount);
+  std::vector<MlpWeights> weights = MakeMlpWeightCopies(kHidden, kFfn, false, prop.l2CacheSize);
   for (int rows : o.batches) {
-    for (double d : o.densities) Run(o, rows, d);
+    for (double d : o.densities) Run(o, rows, d, weights);
   }
+  FreeMlpWeights(weights);
   return 0;
 }
 

@@ -54,7 +54,7 @@
 namespace polar::kernels::cuda {
 namespace {
 
-using namespace warp;  // Swizzled, CopyAsync16, LoadMatrix*, Mma (warp_mma.cuh)
+using namespace warp;  // Swizzled, CopyAsync*, LoadMatrix*, Mma, WaitForPredecessor (warp_mma.cuh)
 
 constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;
@@ -131,17 +131,6 @@ __device__ __forceinline__ void Mark(TimelineEvent event) {
 #endif
 }
 
-__device__ __forceinline__ void WaitForPredecessor() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;\n" ::: "memory");
-#endif
-}
-
-__device__ __forceinline__ void LetDependentsStart() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
-#endif
-}
 
 // ---------------------------------------------------------------------------
 // The kernel (fc1 or fc2)
@@ -556,36 +545,44 @@ int NTilesFor(int64_t rows) {
 // B-tile traffic of large batches but halve the tiles too, and measured
 // slower below density 0.5 and no faster above (docs/performance-kernels.md).
 
-// The current device's multiprocessor count (cached per device); also raises
-// the kernel's dynamic shared memory limit on first use.
+// What a launch needs to know about the current device (cached per device).
+struct DeviceFacts {
+  int sms = 0;       // multiprocessors
+  bool pdl = false;  // programmatic dependent launch (Hopper and later)
+};
+
+// The current device's facts; the first call per device also raises the
+// kernel's dynamic shared memory limit.
 template <typename T, int kNT, int kMT, bool kFc2, int kKGroups>
-cudaError_t PrepareKernel(int* sms) {
+cudaError_t PrepareKernel(DeviceFacts* facts) {
   static std::mutex mu;
-  static std::array<int, 64> cache{};
+  static std::array<DeviceFacts, 64> cache{};
   int device = 0;
   if (cudaError_t e = cudaGetDevice(&device); e != cudaSuccess) return e;
   if (device < 0 || device >= static_cast<int>(cache.size())) return cudaErrorInvalidDevice;
   std::lock_guard<std::mutex> lock(mu);
-  if (cache[device] == 0) {
+  if (cache[device].sms == 0) {
     auto kernel = GatherGemmKernel<T, kNT, kMT, kFc2, kKGroups>;
-    int count = 0;
-    cudaError_t e = cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device);
+    int sms = 0, major = 0;
+    cudaError_t e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    if (e == cudaSuccess) e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
     if (e == cudaSuccess) {
       e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                Shape<kNT, kMT, kFc2>::kSmemBytes);
     }
     if (e != cudaSuccess) return e;
-    cache[device] = count;
+    cache[device] = {sms, major >= 9};
   }
-  *sms = cache[device];
+  *facts = cache[device];
   return cudaSuccess;
 }
 
 struct GemmPlan {
-  int tiles = 0;   // output tiles
-  int steps = 0;   // reduction steps of the whole GEMM
-  int splits = 1;  // CTAs per tile
-  int ctas = 0;    // gridDim.x
+  bool pdl = false;  // launch as a programmatic dependent (DeviceFacts::pdl)
+  int tiles = 0;      // output tiles
+  int steps = 0;      // reduction steps of the whole GEMM
+  int splits = 1;     // CTAs per tile
+  int ctas = 0;       // gridDim.x
   size_t partial_bytes = 0;
 };
 
@@ -599,8 +596,10 @@ struct GemmPlan {
 template <typename T, int kNT, int kMT, bool kFc2, int kKGroups>
 cudaError_t PlanGemm(int64_t out_rows, int64_t reduction, int forced_splits, GemmPlan* plan) {
   using S = Shape<kNT, kMT, kFc2>;
-  int sms = 0;
-  if (cudaError_t e = PrepareKernel<T, kNT, kMT, kFc2, kKGroups>(&sms); e != cudaSuccess) return e;
+  DeviceFacts device;
+  if (cudaError_t e = PrepareKernel<T, kNT, kMT, kFc2, kKGroups>(&device); e != cudaSuccess) return e;
+  const int sms = device.sms;
+  plan->pdl = device.pdl;
   plan->tiles = static_cast<int>((out_rows + S::kTileRows - 1) / S::kTileRows);
   plan->steps = static_cast<int>(reduction / kStepCols);
   const int target = (kFc2 ? 2 : 1) * sms;
@@ -667,11 +666,6 @@ cudaError_t Launch(const GatherMlpParams& p, Which which, void* workspace, size_
   }
   if (p.rows == 0) return cudaSuccess;
 
-  int device = 0, major = 0;
-  if (cudaError_t e = cudaGetDevice(&device); e != cudaSuccess) return e;
-  if (cudaError_t e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device); e != cudaSuccess) {
-    return e;
-  }
   uint8_t* ws = static_cast<uint8_t*>(workspace);
   GemmArgs<T> a;
   a.x = static_cast<const T*>(p.x);
@@ -695,7 +689,7 @@ cudaError_t Launch(const GatherMlpParams& p, Which which, void* workspace, size_
   config.blockDim = dim3(kThreads);
   config.stream = stream;
   config.attrs = overlap;
-  config.numAttrs = major >= 9 ? 1 : 0;
+  config.numAttrs = fc1.pdl ? 1 : 0;
 
   const bool run_fc1 = which != Which::kFc2 && fc1.tiles > 0;
   if (run_fc1) {

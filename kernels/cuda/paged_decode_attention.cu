@@ -41,7 +41,7 @@
 namespace polar::kernels::cuda {
 namespace {
 
-using namespace warp;  // Swizzled, CopyAsync16, LoadMatrix*, Mma (warp_mma.cuh)
+using namespace warp;  // Swizzled, CopyAsync16, LoadMatrix*, Mma, WaitForPredecessor (warp_mma.cuh)
 
 constexpr int kWarps = 4;           // per CTA; independent pipelines
 constexpr int kTileKeys = 16;       // keys per tile: the K extent of one P·V mma
@@ -285,14 +285,12 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
   extern __shared__ __align__(128) uint8_t smem[];
   int* tile_begin = reinterpret_cast<int*>(smem + Shape::kCtaBytes);  // [num_seqs + 1]
 
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   // Launched as a programmatic dependent of whatever kernel came before (so
   // the CTAs are resident early): nothing is read before that kernel is done.
-  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+  WaitForPredecessor();
   // The merge kernel may start its independent part (zeros) right away; it
   // waits for this grid's results with griddepcontrol.wait.
-  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
-#endif
+  LetDependentsStart();
   const int total_tiles = PlanTiles(a, tile_begin);
   const int total_warps = static_cast<int>(gridDim.x) * kWarps;
   const int share = max(kMinTilesPerWarp, (total_tiles + total_warps - 1) / total_warps);
@@ -511,22 +509,15 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
 template <typename T, int kHeadDim>
 __global__ void __launch_bounds__(kWarps * 32, 8)
     MergePartialsKernel(const __grid_constant__ KernelArgs<T> a) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   // The next launch's attention kernel may become resident while this runs.
-  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
-#endif
+  LetDependentsStart();
   const int seq = blockIdx.x;
   const int q_head = static_cast<int>(blockIdx.y) * kWarps + static_cast<int>(threadIdx.x >> 5);
   // Every thread waits for the attention kernel before it exits, also where
   // it has nothing to merge: this grid then finishes after that one, and the
   // next launch (which waits for this grid) never overlaps it.
-  auto wait_for_attention = [] {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.wait;\n" ::: "memory");
-#endif
-  };
   if (q_head >= a.num_q_heads) {
-    wait_for_attention();
+    WaitForPredecessor();  // the attention kernel
     return;
   }
   const int kv_head = q_head / a.group;
@@ -549,10 +540,10 @@ __global__ void __launch_bounds__(kWarps * 32, 8)
   if (pair < 0 || span.num_tiles == 0) {  // zeros need nothing from the attention kernel
 #pragma unroll
     for (int e = 0; e < kPerLane; e += 2) *reinterpret_cast<uint32_t*>(out + e) = 0u;
-    wait_for_attention();
+    WaitForPredecessor();  // the attention kernel
     return;
   }
-  wait_for_attention();
+  WaitForPredecessor();  // the attention kernel
   const int share = *a.tiles_per_warp;
   const int first = a.tile_begin[seq] + pair * span.num_tiles;
   const int first_warp = first / share;

@@ -16,6 +16,7 @@
 //  - indptr needs the kept counts of all earlier sequences: every CTA sums
 //    them itself (a few hundred integers), so one launch suffices.
 #include "kernels/cuda/router_topk.h"
+#include "kernels/cuda/warp_mma.cuh"
 
 #include <algorithm>
 #include <cmath>
@@ -235,12 +236,10 @@ __global__ void __launch_bounds__(kTopKWarps * 32) HeadGroupTopKKernel(const __g
   extern __shared__ float group_scores[];  // [kTopKWarps, num_groups]
   __shared__ int partial[kTopKWarps];
   __shared__ int kept_of_warp[kTopKWarps];
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   // Whatever follows (the attention kernel) may become resident now; it
   // waits for this grid before reading the lists.
-  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
-  asm volatile("griddepcontrol.wait;\n" ::: "memory");
-#endif
+  warp::LetDependentsStart();
+  warp::WaitForPredecessor();
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   const int first_seq = blockIdx.x * kTopKWarps;

@@ -1,6 +1,7 @@
 // Warp-level building blocks shared by the CUDA kernels (Ampere/Hopper):
-// swizzled shared-memory addressing, cp.async copies, ldmatrix loads and the
-// m16n8k16 tensor-core MMA in fp16 or bf16 with fp32 accumulation. Device
+// swizzled shared-memory addressing, cp.async copies, ldmatrix loads, the
+// m16n8k16 tensor-core MMA in fp16 or bf16 with fp32 accumulation, and the
+// programmatic-dependent-launch waits. Device
 // code only; included by the .cu files of this directory.
 #pragma once
 
@@ -66,6 +67,22 @@ __device__ __forceinline__ void Mma(float c[4], const uint32_t a[4], uint32_t b0
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
   }
+}
+
+// Programmatic dependent launch (Hopper and later; no-ops before): wait until
+// the preceding kernel in the stream has finished and its writes are visible,
+// and let the next kernel's CTAs become resident (it still waits for this
+// grid before reading its results).
+__device__ __forceinline__ void WaitForPredecessor() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void LetDependentsStart() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
 }
 
 __device__ __forceinline__ void LoadMatrixX2(uint32_t r[2], uint32_t addr) {

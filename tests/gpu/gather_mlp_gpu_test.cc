@@ -307,6 +307,20 @@ void CheckAgainstDenseWithMask(const Mlp& m, int rows, const std::vector<int32_t
   CompareRows(s.y, masked_y.y, rows, m.hidden, EndToEndTolerance(m.dtype), "sparse y vs dense-with-mask y");
 }
 
+// Runs r again `repeats` times on the inputs CheckAgainstCpu drew from seed
+// and expects the bits of `first` each time, whatever CTA arrived last.
+void ExpectRepeatsBitForBit(const Mlp& m, MlpRun r, const std::vector<int32_t>& idx, Workspace& ws, uint64_t seed,
+                            const GpuResult& first, int repeats) {
+  const Tensor x = RandomTensor(static_cast<size_t>(r.rows) * m.hidden, 1.0f, m.dtype, seed);
+  const Tensor y0 = RandomTensor(static_cast<size_t>(r.rows) * m.hidden, 1.0f, m.dtype, seed + 1);
+  r.indices = &idx;
+  for (int repeat = 0; repeat < repeats; ++repeat) {
+    const GpuResult again = RunGpu(m, r, x, y0, ws);
+    EXPECT_EQ(0, std::memcmp(again.h.data(), first.h.data(), first.h.size() * sizeof(float)));
+    EXPECT_EQ(0, std::memcmp(again.y.data(), first.y.data(), first.y.size() * sizeof(float)));
+  }
+}
+
 constexpr MlpDtype kDtypes[] = {MlpDtype::kFp16, MlpDtype::kBf16};
 constexpr int kOptHidden = 4096, kOptFfn = 16384;  // OPT-6.7B
 
@@ -363,15 +377,7 @@ TEST(GatherMlpGpuTest, ForcedSplitsAgreeAndRepeatBitForBit) {
       r.fc1_splits = fc1;
       r.fc2_splits = fc2;
       const GpuResult first = CheckAgainstCpu(*m, r, idx, ws, seed);
-      // Same inputs again (same seed): the same bits, whatever CTA arrived last.
-      const Tensor x = RandomTensor(static_cast<size_t>(rows) * kOptHidden, 1.0f, MlpDtype::kFp16, seed);
-      const Tensor y0 = RandomTensor(static_cast<size_t>(rows) * kOptHidden, 1.0f, MlpDtype::kFp16, seed + 1);
-      r.indices = &idx;
-      for (int repeat = 0; repeat < 3; ++repeat) {
-        const GpuResult again = RunGpu(*m, r, x, y0, ws);
-        EXPECT_EQ(0, std::memcmp(again.h.data(), first.h.data(), first.h.size() * sizeof(float)));
-        EXPECT_EQ(0, std::memcmp(again.y.data(), first.y.data(), first.y.size() * sizeof(float)));
-      }
+      ExpectRepeatsBitForBit(*m, r, idx, ws, seed, first, 3);
       ++seed;
     }
   }
@@ -397,14 +403,7 @@ TEST(GatherMlpGpuTest, EveryWarpLayoutMatchesCpu) {
             r.fc2_splits = rows == 30 ? 7 : 0;
             const std::vector<int32_t> idx = RandomSelection(ffn, k, static_cast<uint32_t>(seed));
             const GpuResult first = CheckAgainstCpu(*m, r, idx, ws, seed);
-            if (layout != 1 && rows == 64) {
-              const Tensor x = RandomTensor(static_cast<size_t>(rows) * hidden, 1.0f, dtype, seed);
-              const Tensor y0 = RandomTensor(static_cast<size_t>(rows) * hidden, 1.0f, dtype, seed + 1);
-              r.indices = &idx;
-              const GpuResult again = RunGpu(*m, r, x, y0, ws);
-              EXPECT_EQ(0, std::memcmp(again.h.data(), first.h.data(), first.h.size() * sizeof(float)));
-              EXPECT_EQ(0, std::memcmp(again.y.data(), first.y.data(), first.y.size() * sizeof(float)));
-            }
+            if (layout != 1 && rows == 64) ExpectRepeatsBitForBit(*m, r, idx, ws, seed, first, 1);
             ++seed;
           }
         }
